@@ -1,0 +1,116 @@
+"""The only place rollbackd reads the time or sleeps.
+
+The live daemon uses `SystemClock`; replay, backtests and the sandbox drive a `VirtualClock`.
+Everything else receives a clock (or an explicit time inside an event) and never calls
+`datetime.now()` or `time.sleep()` itself, so the same code runs deterministically in replay.
+"""
+from __future__ import annotations
+
+import threading
+import time as _time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def sleep_until(self, when: datetime, stop: threading.Event | None = None) -> None: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """Wall-clock time, timezone-aware UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def monotonic(self) -> float:
+        return _time.monotonic()
+
+    def sleep_until(self, when: datetime, stop: threading.Event | None = None) -> None:
+        delay = (when - self.now()).total_seconds()
+        if delay <= 0:
+            return
+        if stop is not None:
+            stop.wait(delay)
+        else:
+            _time.sleep(delay)
+
+
+class VirtualClock:
+    """Virtual time. With `speed` it runs `speed` virtual seconds per wall second (the sandbox);
+    without it time only moves when `advance_to` is called (replay and tests)."""
+
+    def __init__(self, start: datetime, speed: float | None = None) -> None:
+        if start.tzinfo is None:
+            raise ValueError("VirtualClock needs a timezone-aware start time")
+        self._lock = threading.Lock()
+        self._virtual_at_anchor = start
+        self._wall_anchor = _time.monotonic()
+        self.speed = speed
+
+    def now(self) -> datetime:
+        with self._lock:
+            if self.speed is None:
+                return self._virtual_at_anchor
+            elapsed = (_time.monotonic() - self._wall_anchor) * self.speed
+            return self._virtual_at_anchor + timedelta(seconds=elapsed)
+
+    def monotonic(self) -> float:
+        return self.now().timestamp()
+
+    def advance_to(self, when: datetime) -> None:
+        """Move virtual time forward (never backward)."""
+        with self._lock:
+            current = self._virtual_at_anchor
+            if self.speed is not None:
+                current += timedelta(seconds=(_time.monotonic() - self._wall_anchor) * self.speed)
+            self._virtual_at_anchor = max(current, when)
+            self._wall_anchor = _time.monotonic()
+
+    def sleep_until(self, when: datetime, stop: threading.Event | None = None) -> None:
+        if self.speed is None:
+            self.advance_to(when)
+            return
+        while True:
+            remaining = (when - self.now()).total_seconds()
+            if remaining <= 0:
+                return
+            wall = min(remaining / self.speed, 0.5)
+            if stop is not None:
+                if stop.wait(wall):
+                    return
+            else:
+                _time.sleep(wall)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp into an aware UTC datetime. Raises ValueError."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("expected an RFC 3339 timestamp string")
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    # Python < 3.11 fromisoformat cannot read nanoseconds; trim to microseconds.
+    if "." in value:
+        head, _, rest = value.partition(".")
+        frac = ""
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            frac += rest[i]
+            i += 1
+        value = head + ("." + frac[:6] if frac else "") + rest[i:]
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no time zone")
+    return parsed.astimezone(timezone.utc)
+
+
+def format_rfc3339(when: datetime) -> str:
+    """Format as RFC 3339 UTC with a Z, seconds precision unless there are microseconds."""
+    when = when.astimezone(timezone.utc)
+    if when.microsecond:
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

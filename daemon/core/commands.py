@@ -1,0 +1,76 @@
+"""Commands: what the decision core asks the outside world to do.
+
+`step()` returns these as values; the engine hands them to the adapters chosen in
+`daemon.bootstrap` (Cloud Run, the sandbox cloud, or a dry-run recorder). The core never performs
+them itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+ANNOTATION_PREFIX = "rollbackd.dev/"
+
+
+@dataclass(frozen=True, slots=True)
+class SetTraffic:
+    """Route `canary_percent` to the canary and the rest to the baseline, and write the rollout's
+    durable state as `rollbackd.dev/*` annotations in the same etag-guarded update.
+
+    `expected_canary_percent` is what the core believes the traffic is now: if the service shows
+    something else, a human changed it, and the adapter must not overwrite it."""
+
+    service: str
+    project: str
+    location: str
+    canary: str
+    baseline: str
+    canary_percent: int
+    expected_canary_percent: int | None
+    annotations: Mapping[str, str]
+    reason: str
+    decision_id: str
+
+    kind = "set-traffic"
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Tell humans: publish the decision record to the notification topic."""
+
+    service: str
+    severity: str  # INFO | WARNING | ERROR
+    subject: str
+    decision: Mapping[str, Any] = field(default_factory=dict)
+
+    kind = "notify"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureErrorLogs:
+    """Capture the bad revision's recent ERROR logs, grouped into top patterns, for the record."""
+
+    service: str
+    project: str
+    location: str
+    revision: str
+    since_s: float
+    limit: int
+    decision_id: str
+
+    kind = "capture-error-logs"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRevision:
+    """Delete the rolled-back revision (only when the policy asks)."""
+
+    service: str
+    project: str
+    location: str
+    revision: str
+
+    kind = "delete-revision"
+
+
+Command = Union[SetTraffic, Notify, CaptureErrorLogs, DeleteRevision]

@@ -1,0 +1,119 @@
+"""Latency histograms in Cloud Monitoring's Distribution layout, and quantiles from them.
+
+A `Histogram` holds the finite bucket edges and the counts, with bucket 0 the underflow
+(-inf, edges[0]) and the last bucket the overflow [edges[-1], +inf), exactly as Cloud Monitoring
+defines exponential, linear and explicit bucket options. Counts of the same layout add across
+minutes and revisions, so merged histograms are exact sufficient statistics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+Layout = Literal["exponential", "linear", "explicit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    layout: Layout
+    edges: tuple[float, ...]  # N+1 finite edges, strictly increasing
+    counts: tuple[int, ...]  # N+2 counts: underflow, N finite buckets, overflow
+
+    def __post_init__(self) -> None:
+        if len(self.edges) < 1:
+            raise ValueError("a histogram needs at least one bucket edge")
+        if len(self.counts) != len(self.edges) + 1:
+            raise ValueError(f"expected {len(self.edges) + 1} bucket counts, got {len(self.counts)}")
+        if any(not math.isfinite(e) for e in self.edges):
+            raise ValueError("bucket edges must be finite")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError("bucket edges must be strictly increasing")
+        if any(c < 0 for c in self.counts):
+            raise ValueError("bucket counts must not be negative")
+
+    # --- construction -------------------------------------------------------------------------
+    @staticmethod
+    def exponential(num_finite_buckets: int, growth_factor: float, scale: float,
+                    counts: Sequence[int]) -> "Histogram":
+        if num_finite_buckets < 1 or num_finite_buckets > 10_000:
+            raise ValueError("numFiniteBuckets must be between 1 and 10000")
+        if not (growth_factor > 1 and math.isfinite(growth_factor)):
+            raise ValueError("growthFactor must be greater than 1")
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ValueError("scale must be greater than 0")
+        edges = tuple(scale * growth_factor ** k for k in range(num_finite_buckets + 1))
+        return Histogram("exponential", edges, _pad(counts, num_finite_buckets + 2))
+
+    @staticmethod
+    def linear(num_finite_buckets: int, width: float, offset: float, counts: Sequence[int]) -> "Histogram":
+        if num_finite_buckets < 1 or num_finite_buckets > 10_000:
+            raise ValueError("numFiniteBuckets must be between 1 and 10000")
+        if not (width > 0 and math.isfinite(width)) or not math.isfinite(offset):
+            raise ValueError("width must be greater than 0 and offset finite")
+        edges = tuple(offset + width * k for k in range(num_finite_buckets + 1))
+        return Histogram("linear", edges, _pad(counts, num_finite_buckets + 2))
+
+    @staticmethod
+    def explicit(bounds: Sequence[float], counts: Sequence[int]) -> "Histogram":
+        edges = tuple(float(b) for b in bounds)
+        if not edges:
+            raise ValueError("explicitBuckets.bounds must not be empty")
+        return Histogram("explicit", edges, _pad(counts, len(edges) + 1))
+
+    # --- arithmetic ---------------------------------------------------------------------------
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def same_layout(self, other: "Histogram") -> bool:
+        return self.layout == other.layout and self.edges == other.edges
+
+    def merge(self, other: "Histogram") -> "Histogram":
+        if not self.same_layout(other):
+            raise ValueError("cannot merge histograms with different bucket layouts")
+        return Histogram(self.layout, self.edges, tuple(a + b for a, b in zip(self.counts, other.counts)))
+
+    def count_at_or_above(self, threshold: float) -> int:
+        """Requests in buckets whose lower edge is >= threshold. Conservative: a bucket that
+        straddles the threshold is not counted, so "exceeds" is never overstated."""
+        lower_edges = (-math.inf,) + self.edges  # lower edge of each bucket
+        return sum(c for lo, c in zip(lower_edges, self.counts) if lo >= threshold)
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile, interpolated inside its bucket (geometrically for exponential buckets).
+        None when empty. In the underflow bucket returns the first edge; in overflow the last."""
+        return quantile(self.layout, self.edges, np.asarray(self.counts, dtype=float), q)
+
+
+def quantile(layout: str, edges: Sequence[float], counts: np.ndarray, q: float) -> float | None:
+    total = float(counts.sum())
+    if total <= 0:
+        return None
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("quantile must be within [0, 1]")
+    target = q * total
+    cumulative = np.cumsum(counts)
+    index = int(np.searchsorted(cumulative, target, side="left"))
+    index = min(index, len(counts) - 1)
+    if index == 0:
+        return float(edges[0])
+    if index == len(counts) - 1:
+        return float(edges[-1])
+    lower, upper = float(edges[index - 1]), float(edges[index])
+    below = float(cumulative[index - 1]) if index > 0 else 0.0
+    in_bucket = float(counts[index])
+    fraction = 0.0 if in_bucket <= 0 else min(max((target - below) / in_bucket, 0.0), 1.0)
+    if layout == "exponential" and lower > 0:
+        return lower * (upper / lower) ** fraction
+    return lower + (upper - lower) * fraction
+
+
+def _pad(counts: Sequence[int], expected: int) -> tuple[int, ...]:
+    """Cloud Monitoring may omit trailing zero buckets; more buckets than the layout is an error."""
+    values = tuple(int(c) for c in counts)
+    if len(values) > expected:
+        raise ValueError(f"{len(values)} bucket counts for a layout with {expected} buckets")
+    return values + (0,) * (expected - len(values))

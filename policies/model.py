@@ -1,0 +1,359 @@
+"""The policy file's data model (pydantic v2, `extra="forbid"` everywhere).
+
+A policy says how a canary walks through its phases, which key-metric levels pass, hold or roll
+back, how much worse than the baseline the canary may be, how much evidence a phase needs, what an
+open alert does, when promotions are frozen, and which services get overrides. The decision core
+reads only these models; `policies.loader` builds them from YAML with line numbers.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.units import Duration, Milliseconds, Percent
+
+Action = Literal["pass", "hold", "rollback"]
+FailureAction = Literal["hold", "rollback", "halt"]
+
+# Every criterion a phase may require. Key-metric levels, baseline comparisons and alerts.
+CRITERIA: tuple[str, ...] = (
+    "error_rate",  # canary 5xx rate against the key-metrics levels (absolute)
+    "latency_p99",  # canary p99 against the key-metrics levels (absolute)
+    "memory_utilization",  # canary memory utilisation levels, with persistence
+    "cpu_utilization",  # canary CPU utilisation levels, with persistence
+    "instance_count",  # canary instances reaching max_instances
+    "error_ratio",  # canary 5xx rate against r0 x baseline (anytime-valid e-process)
+    "latency_ratio",  # canary slow-request share against the baseline's (e-process)
+    "memory_drift",  # canary-minus-baseline memory drift (CUSUM)
+    "no_alerts",  # no open Cloud Monitoring alert on the canary or service
+)
+Criterion = Literal[
+    "error_rate", "latency_p99", "memory_utilization", "cpu_utilization", "instance_count",
+    "error_ratio", "latency_ratio", "memory_drift", "no_alerts",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Phase(_Model):
+    """One step of the traffic schedule."""
+
+    name: str | None = None
+    traffic: Percent = Field(description="Canary share of traffic in this phase, e.g. '5%'.")
+    duration: Duration | None = Field(None, description="Minimum time in the phase, e.g. '10m'. "
+                                      "Omit on the final 100% phase.")
+    max_extension: Duration = Field(0.0, description="How far the phase may run past `duration` "
+                                    "while evidence is insufficient, e.g. '20m'.")
+    criteria: tuple[Criterion, ...] = Field((), description="Criteria that must PASS to leave the phase.")
+    min_requests: int | None = Field(None, ge=0, description="Overrides evidence.min_requests.")
+
+    @field_validator("traffic")
+    @classmethod
+    def _traffic_in_range(cls, value: float) -> float:
+        if not 0.01 <= value <= 1.0 + 1e-12:
+            raise ValueError("traffic must be between 1% and 100%")
+        if abs(value * 100 - round(value * 100)) > 1e-9:
+            raise ValueError("Cloud Run splits traffic in whole percents")
+        return value
+
+    @property
+    def percent(self) -> int:
+        return int(round(self.traffic * 100))
+
+
+class _Levels(_Model):
+    on_warning: Action = "hold"
+    on_critical: Action = "rollback"
+    dry_run: bool = Field(False, description="Evaluate and log, never act.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "_Levels":
+        normal, warning, critical = (getattr(self, k, None) for k in ("normal", "warning", "critical"))
+        if warning is not None and critical is not None and warning > critical:
+            raise ValueError("warning level is above the critical level")
+        if normal is not None and warning is not None and normal > warning:
+            raise ValueError("normal level is above the warning level")
+        return self
+
+
+class ErrorRateLevels(_Levels):
+    """Canary 5xx share of requests. Normal: under `normal`. Warning: over `warning`. Critical: over
+    `critical`. "Over" needs statistical evidence (a confidence sequence), never a point estimate."""
+
+    normal: Percent
+    warning: Percent
+    critical: Percent
+
+
+class LatencyLevels(_Levels):
+    """A latency percentile of the canary (from Cloud Monitoring distributions)."""
+
+    percentile: float = Field(99.0, gt=0, lt=100)
+    normal: Milliseconds
+    warning: Milliseconds
+    critical: Milliseconds
+
+
+class UtilizationLevels(_Levels):
+    """Memory or CPU utilisation of the canary's instances; a level counts only after it has held
+    for `persistence` consecutive intervals."""
+
+    normal: Percent
+    warning: Percent
+    critical: Percent
+    persistence: int = Field(3, ge=1, le=60)
+
+
+class InstanceLevels(_Model):
+    """Instance count. Normal: stable. Warning: scaling up (count grew for `persistence` intervals in
+    a row). Critical: at `max_instances` for `persistence` intervals."""
+
+    on_warning: Action = "pass"
+    on_critical: Action = "hold"
+    persistence: int = Field(3, ge=1, le=60)
+    dry_run: bool = False
+
+
+class KeyMetrics(_Model):
+    error_rate: ErrorRateLevels
+    latency_p99: LatencyLevels
+    memory_utilization: UtilizationLevels
+    cpu_utilization: UtilizationLevels | None = None
+    instance_count: InstanceLevels = InstanceLevels()
+
+
+class RatioCheck(_Model):
+    """Canary against baseline: roll back when there is evidence the canary is more than
+    `max_ratio` times worse (the allowed degradation r0)."""
+
+    enabled: bool = True
+    max_ratio: float = Field(gt=1.0, le=100.0)
+    on_fail: Action = "rollback"
+    dry_run: bool = False
+
+
+class LatencyRatioCheck(RatioCheck):
+    """Share of canary requests slower than `slow_above` (or the baseline's running p99 bucket when
+    omitted) against the baseline's share."""
+
+    slow_above: Milliseconds | None = None
+
+
+class DriftCheck(_Model):
+    """CUSUM on canary-minus-baseline utilisation: roll back on a sustained increase."""
+
+    enabled: bool = True
+    allowed_increase: Percent = Field(description="Tolerated canary-minus-baseline difference.")
+    decision_threshold: float = Field(5.0, gt=0, description="CUSUM h, in units of the noise sd.")
+    on_fail: Action = "rollback"
+    dry_run: bool = False
+
+
+class Comparison(_Model):
+    """Baseline comparison and the whole rollout's false-rollback budget."""
+
+    alpha: Percent = Field(description="False-rollback budget for a whole rollout, e.g. '1%'.")
+    error_rate: RatioCheck
+    latency: LatencyRatioCheck
+    memory: DriftCheck
+
+
+class Evidence(_Model):
+    min_requests: int = Field(ge=0, description="Canary requests a phase needs before it may pass.")
+    late_data_grace: Duration = Field(300.0, description="How long to wait for a minute's data.")
+    max_data_gap: Duration = Field(600.0, description="Missing data longer than this triggers on_missing_data.")
+    on_missing_data: FailureAction = "hold"
+    on_extension_exhausted: FailureAction = "rollback"
+
+
+class Alerts(_Model):
+    """What an open Cloud Monitoring incident does."""
+
+    scope: Literal["canary", "service"] = "service"
+    on_open: Action = "rollback"
+    dry_run: bool = False
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW_POINT = re.compile(r"^\s*(mon|tue|wed|thu|fri|sat|sun)\w*\s+(\d{1,2}):(\d{2})\s*$", re.I)
+
+
+class FreezeWindow(_Model):
+    """A weekly window with no promotions, e.g. start 'Fri 17:00', end 'Mon 08:00'."""
+
+    start: str
+    end: str
+    reason: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _weekly_point(cls, value: str) -> str:
+        match = _WINDOW_POINT.match(value) if isinstance(value, str) else None
+        if not match or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+            raise ValueError(f"'{value}' is not a weekly time such as 'Fri 17:00'")
+        return value
+
+    def _minute_of_week(self, text: str) -> int:
+        match = _WINDOW_POINT.match(text)
+        assert match
+        day = _WEEKDAYS.index(match.group(1).lower()[:3])
+        return day * 1440 + int(match.group(2)) * 60 + int(match.group(3))
+
+    def contains(self, local: datetime) -> bool:
+        minute = local.weekday() * 1440 + local.hour * 60 + local.minute
+        start, end = self._minute_of_week(self.start), self._minute_of_week(self.end)
+        if start <= end:
+            return start <= minute < end
+        return minute >= start or minute < end  # wraps over the week end
+
+
+class Freeze(_Model):
+    """Promotion freeze windows. A freeze holds a rollout; it never blocks a rollback."""
+
+    timezone: str = "UTC"
+    windows: tuple[FreezeWindow, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as 'Europe/London')")
+        return value
+
+    def active_window(self, when: datetime) -> FreezeWindow | None:
+        local = when.astimezone(ZoneInfo(self.timezone))
+        for window in self.windows:
+            if window.contains(local):
+                return window
+        return None
+
+
+class Commands(_Model):
+    """Who may pause, resume, abort or promote a rollout."""
+
+    authorized_principals: tuple[str, ...] = ()
+
+
+class RollbackOptions(_Model):
+    delete_revision: bool = False
+    capture_error_logs: int = Field(1000, ge=0, le=10000, description="ERROR log lines to capture.")
+
+
+class RateLimits(_Model):
+    max_actions_per_service_per_hour: int = Field(12, ge=1)
+    max_actions_per_project_per_hour: int = Field(200, ge=1)
+
+
+class OverrideMatch(_Model):
+    service: str | None = None
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "OverrideMatch":
+        if self.service is None and not self.labels:
+            raise ValueError("an override must match a service name or labels")
+        return self
+
+    def matches(self, service: str, labels: dict[str, str]) -> bool:
+        if self.service is not None and self.service != service:
+            return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+    def may_overlap(self, other: "OverrideMatch") -> bool:
+        """Could one service match both selectors?"""
+        if self.service is not None and other.service is not None and self.service != other.service:
+            return False
+        for key, value in self.labels.items():
+            if key in other.labels and other.labels[key] != value:
+                return False
+        return True
+
+
+class Override(_Model):
+    """Per-service changes, deep-merged over the base policy for matching services."""
+
+    match: OverrideMatch
+    policy: dict[str, Any] = Field(description="Any subset of the top-level policy keys.")
+
+
+class PolicyBody(_Model):
+    """Everything an override may change."""
+
+    phases: tuple[Phase, ...]
+    key_metrics: KeyMetrics
+    comparison: Comparison
+    evidence: Evidence
+    alerts: Alerts = Alerts()
+    freeze: Freeze = Freeze()
+    commands: Commands = Commands()
+    rollback: RollbackOptions = RollbackOptions()
+    rate_limits: RateLimits = RateLimits()
+
+    @field_validator("phases")
+    @classmethod
+    def _phases_ascend(cls, phases: tuple[Phase, ...]) -> tuple[Phase, ...]:
+        if not phases:
+            raise ValueError("at least one phase is required")
+        for before, after in zip(phases, phases[1:]):
+            if after.traffic <= before.traffic:
+                raise ValueError(f"phases must ascend: {after.percent}% follows {before.percent}%")
+        if phases[-1].percent != 100:
+            raise ValueError("the last phase must route 100% of traffic to the canary")
+        for index, phase in enumerate(phases[:-1]):
+            if phase.duration is None:
+                raise ValueError(f"phase {index + 1} needs a duration")
+        return phases
+
+    def phase_name(self, index: int) -> str:
+        phase = self.phases[index]
+        return phase.name or f"phase {index + 1}"
+
+
+class Policy(PolicyBody):
+    version: Literal[1] = 1
+    name: str = "policy"
+    overrides: tuple[Override, ...] = ()
+
+    @model_validator(mode="after")
+    def _overrides_unambiguous(self) -> "Policy":
+        for i, first in enumerate(self.overrides):
+            for j in range(i + 1, len(self.overrides)):
+                if first.match.may_overlap(self.overrides[j].match):
+                    raise ValueError(
+                        f"overrides {i + 1} and {j + 1} can both match the same service; "
+                        "make their selectors exclusive")
+        for i, override in enumerate(self.overrides):
+            unknown = set(override.policy) - set(PolicyBody.model_fields)
+            if unknown:
+                raise ValueError(f"override {i + 1} sets unknown keys: {', '.join(sorted(unknown))}")
+        return self
+
+    def for_service(self, service: str, labels: dict[str, str] | None = None) -> "Policy":
+        """The effective policy for one service: the base with its (single) matching override."""
+        labels = labels or {}
+        matching = [o for o in self.overrides if o.match.matches(service, labels)]
+        if not matching:
+            return self
+        if len(matching) > 1:  # unreachable for validated policies; kept as a guard
+            raise ValueError(f"service {service} matches {len(matching)} overrides")
+        base = self.model_dump(mode="json", exclude={"overrides"})
+        merged = _deep_merge(base, matching[0].policy)
+        return Policy.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
