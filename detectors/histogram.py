@@ -8,7 +8,7 @@ minutes and revisions, so merged histograms are exact sufficient statistics.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
@@ -21,6 +21,10 @@ class Histogram:
     layout: Layout
     edges: tuple[float, ...]  # N+1 finite edges, strictly increasing
     counts: tuple[int, ...]  # N+2 counts: underflow, N finite buckets, overflow
+    # The bucket options this layout was built from, so it can be written back exactly
+    # (exponential: (num_finite_buckets, growth_factor, scale); linear: (num_finite_buckets,
+    # width, offset); explicit: ()). Optional: edges alone define the histogram, so not compared.
+    params: tuple[float, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if len(self.edges) < 1:
@@ -45,7 +49,8 @@ class Histogram:
         if not (scale > 0 and math.isfinite(scale)):
             raise ValueError("scale must be greater than 0")
         edges = tuple(scale * growth_factor ** k for k in range(num_finite_buckets + 1))
-        return Histogram("exponential", edges, _pad(counts, num_finite_buckets + 2))
+        return Histogram("exponential", edges, _pad(counts, num_finite_buckets + 2),
+                         (num_finite_buckets, growth_factor, scale))
 
     @staticmethod
     def linear(num_finite_buckets: int, width: float, offset: float, counts: Sequence[int]) -> "Histogram":
@@ -54,7 +59,8 @@ class Histogram:
         if not (width > 0 and math.isfinite(width)) or not math.isfinite(offset):
             raise ValueError("width must be greater than 0 and offset finite")
         edges = tuple(offset + width * k for k in range(num_finite_buckets + 1))
-        return Histogram("linear", edges, _pad(counts, num_finite_buckets + 2))
+        return Histogram("linear", edges, _pad(counts, num_finite_buckets + 2),
+                         (num_finite_buckets, width, offset))
 
     @staticmethod
     def explicit(bounds: Sequence[float], counts: Sequence[int]) -> "Histogram":
@@ -74,7 +80,8 @@ class Histogram:
     def merge(self, other: "Histogram") -> "Histogram":
         if not self.same_layout(other):
             raise ValueError("cannot merge histograms with different bucket layouts")
-        return Histogram(self.layout, self.edges, tuple(a + b for a, b in zip(self.counts, other.counts)))
+        return Histogram(self.layout, self.edges, tuple(a + b for a, b in zip(self.counts, other.counts)),
+                         self.params)
 
     def count_at_or_above(self, threshold: float) -> int:
         """Requests in buckets whose lower edge is >= threshold. Conservative: a bucket that
