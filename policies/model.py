@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from policies.units import Duration, Milliseconds, Percent
+from policies.units import Duration, Milliseconds, Percent, format_ms, format_percent
 
 Action = Literal["pass", "hold", "rollback"]
 FailureAction = Literal["hold", "rollback", "halt"]
@@ -39,6 +40,16 @@ Criterion = Literal[
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def policy_error(kind: str, message: str, at: tuple[str | int, ...]) -> PydanticCustomError:
+    """A validation error that names the field it is about.
+
+    A model validator's error is located at the model itself; `at` (kept in the error's context)
+    is the path below it that is actually wrong, so `policies.loader` can point at that YAML line.
+    The model still rejects the input when built directly, with or without the loader.
+    """
+    return PydanticCustomError(kind, message.replace("{", "(").replace("}", ")"), {"at": at})
 
 
 class Phase(_Model):
@@ -72,13 +83,20 @@ class _Levels(_Model):
     on_critical: Action = "rollback"
     dry_run: bool = Field(False, description="Evaluate and log, never act.")
 
+    def _format_level(self, value: float) -> str:
+        return format_percent(value)
+
     @model_validator(mode="after")
     def _ordered(self) -> "_Levels":
         normal, warning, critical = (getattr(self, k, None) for k in ("normal", "warning", "critical"))
         if warning is not None and critical is not None and warning > critical:
-            raise ValueError("warning level is above the critical level")
+            raise policy_error(
+                "level_order", f"warning level {self._format_level(warning)} is above the critical "
+                f"level {self._format_level(critical)}", ("warning",))
         if normal is not None and warning is not None and normal > warning:
-            raise ValueError("normal level is above the warning level")
+            raise policy_error(
+                "level_order", f"normal level {self._format_level(normal)} is above the warning "
+                f"level {self._format_level(warning)}", ("normal",))
         return self
 
 
@@ -98,6 +116,9 @@ class LatencyLevels(_Levels):
     normal: Milliseconds
     warning: Milliseconds
     critical: Milliseconds
+
+    def _format_level(self, value: float) -> str:
+        return format_ms(value)
 
 
 class UtilizationLevels(_Levels):
@@ -181,7 +202,22 @@ class Alerts(_Model):
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_WINDOW_POINT = re.compile(r"^\s*(mon|tue|wed|thu|fri|sat|sun)\w*\s+(\d{1,2}):(\d{2})\s*$", re.I)
+# Accepted spellings of each weekday: 'Fri', 'Friday', 'tues', 'Thurs', ...
+_DAY_NUMBER = {name: day for day, names in enumerate((
+    ("mon", "monday"), ("tue", "tues", "tuesday"), ("wed", "wednesday"), ("thu", "thur", "thurs", "thursday"),
+    ("fri", "friday"), ("sat", "saturday"), ("sun", "sunday"))) for name in names}
+_WINDOW_POINT = re.compile(r"^\s*([A-Za-z]+)\s+(\d{1,2}):(\d{2})\s*$")
+
+
+def _weekly_minute(text: str) -> int | None:
+    """Minutes since Monday 00:00 for 'Fri 17:00', or None when `text` is not such a time."""
+    match = _WINDOW_POINT.match(text)
+    if not match or match.group(1).lower() not in _DAY_NUMBER:
+        return None
+    hour, minute = int(match.group(2)), int(match.group(3))
+    if hour > 23 or minute > 59:
+        return None
+    return _DAY_NUMBER[match.group(1).lower()] * 1440 + hour * 60 + minute
 
 
 class FreezeWindow(_Model):
@@ -194,18 +230,24 @@ class FreezeWindow(_Model):
     @field_validator("start", "end")
     @classmethod
     def _weekly_point(cls, value: str) -> str:
-        match = _WINDOW_POINT.match(value) if isinstance(value, str) else None
-        if not match or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+        if not isinstance(value, str) or _weekly_minute(value) is None:
             raise ValueError(f"'{value}' is not a weekly time such as 'Fri 17:00'")
         return value
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> "FreezeWindow":
+        if self._minute_of_week(self.start) == self._minute_of_week(self.end):
+            raise policy_error("empty_window", "a freeze window must end at a different time than it "
+                               "starts", ("end",))
+        return self
+
     def _minute_of_week(self, text: str) -> int:
-        match = _WINDOW_POINT.match(text)
-        assert match
-        day = _WEEKDAYS.index(match.group(1).lower()[:3])
-        return day * 1440 + int(match.group(2)) * 60 + int(match.group(3))
+        minute = _weekly_minute(text)
+        assert minute is not None  # checked by _weekly_point
+        return minute
 
     def contains(self, local: datetime) -> bool:
+        """Is `local` (already in the freeze's time zone) inside the window? End is exclusive."""
         minute = local.weekday() * 1440 + local.hour * 60 + local.minute
         start, end = self._minute_of_week(self.start), self._minute_of_week(self.end)
         if start <= end:
@@ -224,8 +266,8 @@ class Freeze(_Model):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as 'Europe/London')")
+        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: 'America' is a dir
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as 'Europe/London')") from None
         return value
 
     def active_window(self, when: datetime) -> FreezeWindow | None:
@@ -302,14 +344,17 @@ class PolicyBody(_Model):
     def _phases_ascend(cls, phases: tuple[Phase, ...]) -> tuple[Phase, ...]:
         if not phases:
             raise ValueError("at least one phase is required")
-        for before, after in zip(phases, phases[1:]):
+        for index in range(1, len(phases)):
+            before, after = phases[index - 1], phases[index]
             if after.traffic <= before.traffic:
-                raise ValueError(f"phases must ascend: {after.percent}% follows {before.percent}%")
+                raise policy_error("phase_order", f"phases must ascend: {after.percent}% follows "
+                                   f"{before.percent}%", (index, "traffic"))
         if phases[-1].percent != 100:
-            raise ValueError("the last phase must route 100% of traffic to the canary")
+            raise policy_error("phase_order", "the last phase must route 100% of traffic to the canary",
+                               (len(phases) - 1, "traffic"))
         for index, phase in enumerate(phases[:-1]):
             if phase.duration is None:
-                raise ValueError(f"phase {index + 1} needs a duration")
+                raise policy_error("phase_duration", f"phase {index + 1} needs a duration", (index, "duration"))
         return phases
 
     def phase_name(self, index: int) -> str:
@@ -323,17 +368,23 @@ class Policy(PolicyBody):
     overrides: tuple[Override, ...] = ()
 
     @model_validator(mode="after")
-    def _overrides_unambiguous(self) -> "Policy":
-        for i, first in enumerate(self.overrides):
-            for j in range(i + 1, len(self.overrides)):
-                if first.match.may_overlap(self.overrides[j].match):
-                    raise ValueError(
-                        f"overrides {i + 1} and {j + 1} can both match the same service; "
-                        "make their selectors exclusive")
-        for i, override in enumerate(self.overrides):
-            unknown = set(override.policy) - set(PolicyBody.model_fields)
-            if unknown:
-                raise ValueError(f"override {i + 1} sets unknown keys: {', '.join(sorted(unknown))}")
+    def _overrides_valid(self) -> "Policy":
+        # `policies.loader` repeats both checks on the raw YAML to report every problem with its
+        # line; these keep a Policy built any other way just as strict.
+        for j, second in enumerate(self.overrides):
+            for i in range(j):
+                if self.overrides[i].match.may_overlap(second.match):
+                    raise policy_error("ambiguous_overrides", ambiguity_message(i, j), ("overrides", j, "match"))
+        if self.overrides:
+            base = self.model_dump(mode="json", exclude={"overrides", "name", "version"})
+            for i, override in enumerate(self.overrides):
+                try:
+                    PolicyBody.model_validate(_deep_merge(base, override.policy))
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    where = tuple(first["loc"]) + tuple((first.get("ctx") or {}).get("at", ()))
+                    raise policy_error("override_invalid", f"override {i + 1}: {first['msg']}",
+                                       ("overrides", i, "policy", *where)) from None
         return self
 
     def for_service(self, service: str, labels: dict[str, str] | None = None) -> "Policy":
@@ -347,6 +398,11 @@ class Policy(PolicyBody):
         base = self.model_dump(mode="json", exclude={"overrides"})
         merged = _deep_merge(base, matching[0].policy)
         return Policy.model_validate(merged)
+
+
+def ambiguity_message(first: int, second: int) -> str:
+    return (f"overrides {first + 1} and {second + 1} can both match the same service; "
+            "make their selectors exclusive")
 
 
 def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_percent(fraction: float) -> str:
-    return f"{fraction * 100:.6g}%"
+    return f"{fraction * 100:.12g}%"
 
 
 def format_ms(milliseconds: float) -> str:
