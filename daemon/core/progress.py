@@ -1,0 +1,291 @@
+"""How evidence moves a rollout: minutes of metrics in, promotions, holds and rollbacks out.
+
+Metrics are buffered per minute ("slots"). A minute is evaluated once both the canary's and the
+baseline's data for it are in, or once `evidence.late_data_grace` has passed since it ended (then
+with whatever arrived). Minutes are evaluated strictly in order and every decision they cause is
+stamped with the end of that minute, so duplicates, redeliveries and reordering within the grace
+period give exactly the same decisions.
+
+Called by `daemon.core.step`; changes status only through `Rollout.moved` (the table).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from daemon.core import evaluation as ev
+from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify
+from daemon.core.decision import HALT, HOLD, PROMOTE, RESUME, ROLLBACK, WAIT
+from daemon.core.events import Metrics
+from daemon.core.outcome import Builder, Evaluation
+from daemon.core.rollout import Rollout, Slot, Status
+from policies.model import Policy
+from policies.units import format_duration
+
+MINUTE = timedelta(seconds=60)
+
+
+def minute_of(when: datetime) -> datetime:
+    """The slot a metrics interval ending at `when` belongs to (its end, floored to the minute)."""
+    return when.replace(second=0, microsecond=0)
+
+
+def add_metrics(rollout: Rollout, metrics: Metrics) -> tuple[Rollout, str]:
+    """Buffer one revision's minute. Returns the rollout and a note when nothing changed."""
+    if metrics.revision == rollout.canary:
+        arm = "canary"
+    elif metrics.revision == rollout.baseline:
+        arm = "baseline"
+    else:
+        return rollout, f"metrics for {metrics.revision}, which is neither canary nor baseline"
+    end = minute_of(metrics.time)
+    if end <= rollout.evaluated_through:
+        return rollout, f"late {arm} metrics for {end.isoformat()}: that minute was already evaluated"
+    slots = list(rollout.slots)
+    for index, slot in enumerate(slots):
+        if slot.end == end:
+            if getattr(slot, arm) is not None:
+                return rollout, f"duplicate {arm} metrics for {end.isoformat()}"
+            slots[index] = replace(slot, **{arm: metrics})
+            break
+    else:
+        slots.append(Slot(end=end, **{arm: metrics}))
+        slots.sort(key=lambda s: s.end)
+    return rollout.with_(slots=tuple(slots)), ""
+
+
+def next_wakeup(rollout: Rollout, policy: Policy) -> datetime | None:
+    """When the next minute becomes due even if its data never arrives."""
+    if not rollout.status.active or rollout.phase_index < 0:
+        return None
+    return rollout.evaluated_through + MINUTE + timedelta(seconds=policy.evidence.late_data_grace)
+
+
+def advance(rollout: Rollout, policy: Policy, now: datetime, trigger: str, out: Builder,
+            *, actions_enabled: bool) -> Rollout:
+    """Evaluate every minute that is complete or overdue, in order, and act on each."""
+    grace = timedelta(seconds=policy.evidence.late_data_grace)
+    while rollout.status.active and rollout.phase_index >= 0:
+        due_end = rollout.evaluated_through + MINUTE
+        slot = rollout.slots[0] if rollout.slots and rollout.slots[0].end <= due_end else None
+        if slot is not None and slot.end < due_end:  # cannot happen: slots are after evaluated_through
+            rollout = rollout.with_(slots=rollout.slots[1:])
+            continue
+        complete = slot is not None and slot.canary is not None and slot.baseline is not None
+        if not complete and now < due_end + grace:
+            break
+        if slot is None:
+            slot = Slot(end=due_end)
+        else:
+            rollout = rollout.with_(slots=rollout.slots[1:])
+        rollout = _evaluate_minute(rollout, slot, policy, trigger, out, actions_enabled=actions_enabled)
+    return rollout
+
+
+def _evaluate_minute(rollout: Rollout, slot: Slot, policy: Policy, trigger: str, out: Builder,
+                     *, actions_enabled: bool) -> Rollout:
+    sample = ev.MinuteSample(end=slot.end, canary=slot.canary, baseline=slot.baseline,
+                             canary_percent=rollout.canary_percent)
+    evidence = ev.observe(rollout.evidence, policy, sample)
+    assessment = ev.assess(evidence, policy, rollout.phase_index, open_alerts=len(rollout.open_alerts))
+    missing = 0 if (slot.canary is not None and slot.baseline is not None) else rollout.missing_minutes + 1
+    rollout = rollout.with_(evidence=evidence, evaluated_through=slot.end, missing_minutes=missing,
+                            last_assessment=assessment)
+    out.evaluations.append(Evaluation(
+        service=rollout.service, rollout_id=rollout.rollout_id, time=slot.end,
+        phase=rollout.phase_index + 1, canary_percent=rollout.canary_percent,
+        canary_requests=slot.canary.requests if slot.canary else 0,
+        baseline_requests=slot.baseline.requests if slot.baseline else 0,
+        results=assessment.results))
+    return decide_on_evidence(rollout, policy, assessment, slot.end, trigger, out,
+                              actions_enabled=actions_enabled)
+
+
+def decide_on_evidence(rollout: Rollout, policy: Policy, assessment: "ev.Assessment", at: datetime,
+                       trigger: str, out: Builder, *, actions_enabled: bool) -> Rollout:
+    """The policy's rules, in order of severity: roll back, hold, promote, wait."""
+    criteria = assessment.results
+    failing = assessment.rollback_reasons()
+    if failing:
+        reason = "; ".join(r.verdict.sentence for r in failing)
+        return roll_back(rollout, policy, at, reason, trigger, out, criteria=criteria,
+                         actions_enabled=actions_enabled)
+
+    gap_s = rollout.missing_minutes * 60
+    data_missing = gap_s >= policy.evidence.max_data_gap
+    if data_missing and policy.evidence.on_missing_data != "hold":
+        reason = (f"metrics missing for {format_duration(gap_s)} "
+                  f"(limit {format_duration(policy.evidence.max_data_gap)})")
+        if policy.evidence.on_missing_data == "rollback":
+            return roll_back(rollout, policy, at, reason, trigger, out, criteria=criteria,
+                             actions_enabled=actions_enabled)
+        return halt(rollout, policy, at, reason, trigger, out, criteria=criteria)
+
+    hold_reason, hold_text = "", ""
+    if rollout.paused:
+        hold_reason, hold_text = "paused", "paused by an operator"
+    elif rollout.open_alerts and policy.alerts.on_open == "hold" and not policy.alerts.dry_run:
+        hold_reason, hold_text = "alert", f"{len(rollout.open_alerts)} alert(s) open"
+    elif data_missing:
+        hold_reason = "missing-data"
+        hold_text = f"metrics missing for {format_duration(gap_s)}; never promoting without evidence"
+    elif assessment.hold_reasons():
+        hold_reason = "warning"
+        hold_text = "; ".join(r.verdict.sentence for r in assessment.hold_reasons())
+
+    phase = policy.phases[rollout.phase_index]
+    elapsed = (at - rollout.phase_started_at).total_seconds()
+    duration = phase.duration or 0.0
+    min_requests = phase.min_requests if phase.min_requests is not None else policy.evidence.min_requests
+    ready = (elapsed >= duration and rollout.missing_minutes == 0
+             and assessment.ready_to_promote(min_requests))
+
+    if hold_reason:
+        if (rollout.status is Status.HELD and rollout.hold_reason == hold_reason):
+            return rollout
+        after = rollout.moved(Status.HELD, trigger, hold_reason=hold_reason)
+        after = out.decide(rollout, after, policy=policy, time=at, action=HOLD, reason=hold_text,
+                           trigger=trigger, criteria=criteria, evidence_through=at)
+        if hold_reason in ("missing-data", "warning"):
+            out.commands.append(Notify(service=after.service, severity="WARNING",
+                                       subject=f"{after.service}: rollout held ({hold_reason})",
+                                       decision=out.decisions[-1].to_json()))
+        return after
+
+    frozen = policy.freeze.active_window(at)
+    if rollout.status is Status.HELD and rollout.hold_reason == "freeze" and not ready:
+        # Still frozen, or no longer ready: a freeze never runs out a phase's extension.
+        if frozen is not None:
+            return rollout
+    if ready:
+        if frozen is not None:
+            window = policy.freeze.active_window(at)
+            if rollout.status is Status.HELD and rollout.hold_reason == "freeze":
+                return rollout
+            after = rollout.moved(Status.HELD, trigger, hold_reason="freeze")
+            text = (f"ready for the next phase, but promotions are frozen "
+                    f"({window.start}–{window.end} {policy.freeze.timezone})")  # type: ignore[union-attr]
+            return out.decide(rollout, after, policy=policy, time=at, action=HOLD, reason=text,
+                              trigger=trigger, criteria=criteria, evidence_through=at)
+        passed = ", ".join(r.name for r in criteria if r.gating) or "no gating criteria"
+        reason = (f"{policy.phase_name(rollout.phase_index)} passed after {format_duration(elapsed)} "
+                  f"({passed}; {assessment.phase_requests} canary requests)")
+        return promote(rollout, policy, at, reason, trigger, out, criteria=criteria,
+                       actions_enabled=actions_enabled)
+
+    deadline = duration + phase.max_extension
+    if elapsed >= duration and elapsed >= deadline:
+        reason = (f"{policy.phase_name(rollout.phase_index)} still lacks evidence after "
+                  f"{format_duration(elapsed)} (duration {format_duration(duration)} + extension "
+                  f"{format_duration(phase.max_extension)})")
+        action = policy.evidence.on_extension_exhausted
+        if action == "rollback":
+            return roll_back(rollout, policy, at, reason, trigger, out, criteria=criteria,
+                             actions_enabled=actions_enabled)
+        if action == "halt":
+            return halt(rollout, policy, at, reason, trigger, out, criteria=criteria)
+        if rollout.status is Status.HELD and rollout.hold_reason == "inconclusive":
+            return rollout
+        after = rollout.moved(Status.HELD, trigger, hold_reason="inconclusive")
+        after = out.decide(rollout, after, policy=policy, time=at, action=HOLD, reason=reason,
+                           trigger=trigger, criteria=criteria, evidence_through=at)
+        out.commands.append(Notify(service=after.service, severity="WARNING",
+                                   subject=f"{after.service}: rollout inconclusive",
+                                   decision=out.decisions[-1].to_json()))
+        return after
+
+    if elapsed >= duration:
+        if rollout.status is Status.WAITING:
+            return rollout
+        waiting = _insufficient(assessment, min_requests)
+        after = rollout.moved(Status.WAITING, trigger, hold_reason="")
+        return out.decide(rollout, after, policy=policy, time=at, action=WAIT,
+                          reason=f"minimum time reached; waiting for evidence: {waiting}",
+                          trigger=trigger, criteria=criteria, evidence_through=at)
+
+    if rollout.status is Status.HELD:  # every hold reason has cleared
+        after = rollout.moved(Status.PHASE, trigger, hold_reason="")
+        return out.decide(rollout, after, policy=policy, time=at, action=RESUME,
+                          reason=f"hold ({rollout.hold_reason}) cleared", trigger=trigger,
+                          criteria=criteria, evidence_through=at)
+    return rollout
+
+
+def _insufficient(assessment: "ev.Assessment", min_requests: int) -> str:
+    parts = [f"{r.name} {r.verdict.outcome.value}" for r in assessment.results
+             if r.gating and not r.dry_run and r.verdict.outcome.value != "pass"]
+    if assessment.phase_requests < min_requests:
+        parts.append(f"{assessment.phase_requests}/{min_requests} canary requests")
+    return ", ".join(parts) or "the last minute of data is incomplete"
+
+
+def promote(rollout: Rollout, policy: Policy, at: datetime, reason: str, trigger: str, out: Builder,
+            *, criteria: tuple = (), actions_enabled: bool) -> Rollout:
+    """Move to the next phase, or to 100% and completed."""
+    next_index = rollout.phase_index + 1
+    next_phase = policy.phases[next_index]
+    target = Status.COMPLETED if next_phase.percent == 100 else Status.PHASE
+    if not actions_enabled:
+        return _suppressed(rollout, policy, at, PROMOTE, next_phase.percent, reason, trigger, out, criteria)
+    after = rollout.moved(target, trigger, phase_index=next_index, phase_started_at=at,
+                          canary_percent=next_phase.percent, hold_reason="", paused=False,
+                          evidence=ev.start_phase(rollout.evidence, next_index),
+                          missing_minutes=0)
+    text = f"{reason}; {rollout.canary_percent}% → {next_phase.percent}%"
+    after = out.decide(rollout, after, policy=policy, time=at, action=PROMOTE, reason=text,
+                       trigger=trigger, criteria=criteria, evidence_through=rollout.evaluated_through)
+    out.set_traffic(rollout, after, text)
+    if target is Status.COMPLETED:
+        out.commands.append(Notify(service=after.service, severity="INFO",
+                                   subject=f"{after.service}: {after.canary} promoted to 100%",
+                                   decision=out.decisions[-1].to_json()))
+    return after
+
+
+def roll_back(rollout: Rollout, policy: Policy, at: datetime, reason: str, trigger: str, out: Builder,
+              *, criteria: tuple = (), actions_enabled: bool) -> Rollout:
+    """Route 100% back to the baseline, keeping the canary tagged at 0% for investigation."""
+    if not actions_enabled:
+        return _suppressed(rollout, policy, at, ROLLBACK, 0, reason, trigger, out, criteria)
+    after = rollout.moved(Status.ROLLED_BACK, trigger, canary_percent=0, hold_reason="", paused=False)
+    after = out.decide(rollout, after, policy=policy, time=at, action=ROLLBACK, reason=reason,
+                       trigger=trigger, criteria=criteria, evidence_through=rollout.evaluated_through)
+    out.set_traffic(rollout, after, reason)
+    record = out.decisions[-1]
+    if policy.rollback.capture_error_logs:
+        since = max((at - rollout.started_at).total_seconds(), 600.0)
+        out.commands.append(CaptureErrorLogs(
+            service=after.service, project=after.project, location=after.location,
+            revision=after.canary, since_s=since, limit=policy.rollback.capture_error_logs,
+            decision_id=record.decision_id))
+    out.commands.append(Notify(service=after.service, severity="ERROR",
+                               subject=f"{after.service}: {after.canary} rolled back",
+                               decision=record.to_json()))
+    if policy.rollback.delete_revision:
+        out.commands.append(DeleteRevision(service=after.service, project=after.project,
+                                           location=after.location, revision=after.canary))
+    return after
+
+
+def halt(rollout: Rollout, policy: Policy, at: datetime, reason: str, trigger: str, out: Builder,
+         *, criteria: tuple = ()) -> Rollout:
+    """Stand down, leave traffic as it is, and tell a human."""
+    after = rollout.moved(Status.HALTED, trigger, hold_reason="")
+    after = out.decide(rollout, after, policy=policy, time=at, action=HALT,
+                       reason=f"{reason}; traffic left as it is, a human must decide",
+                       trigger=trigger, criteria=criteria, evidence_through=rollout.evaluated_through)
+    out.commands.append(Notify(service=after.service, severity="ERROR",
+                               subject=f"{after.service}: rollout halted, needs a human",
+                               decision=out.decisions[-1].to_json()))
+    return after
+
+
+def _suppressed(rollout: Rollout, policy: Policy, at: datetime, action: str, percent: int, reason: str,
+                trigger: str, out: Builder, criteria: tuple) -> Rollout:
+    """The kill switch is on: log what would have happened, change nothing."""
+    text = f"kill switch on, not acted: would {action} to {percent}% ({reason})"
+    if rollout.last_decision == f"{HOLD}: {text}":
+        return rollout
+    return out.decide(rollout, rollout, policy=policy, time=at, action=HOLD, reason=text,
+                      trigger=trigger, criteria=criteria, evidence_through=rollout.evaluated_through,
+                      acted=False)

@@ -1,0 +1,177 @@
+"""Every rollout state and every transition, in one place, as a table.
+
+Rule: nothing outside this module changes a rollout's status. `daemon.core.step` decides *which*
+of the allowed targets a given event leads to; `transition()` below checks it against TRANSITIONS
+and raises `IllegalTransition` (changing nothing) for anything the table does not allow. The README's
+state diagram is generated from TRANSITIONS (`python -m daemon.core.diagram`), so it cannot drift.
+
+Statuses:
+  idle        no rollout for this service (never deployed, or only at non-zero traffic)
+  phase       in phase N: canary at the phase's traffic, collecting evidence for its minimum time
+  waiting     the phase's minimum time is over; waiting for evidence, within the phase's extension
+  held        not promoting: freeze window, warning level, manual pause, missing data or an alert
+  completed   the canary has 100% of traffic                                   (terminal)
+  rolled-back the baseline has 100% again; the canary is kept tagged at 0%     (terminal)
+  halted      stood down; a human must look (manual change, permanent error)   (terminal)
+  superseded  a newer deploy of the service replaced this rollout              (terminal)
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Mapping
+
+
+class Status(str, enum.Enum):
+    IDLE = "idle"
+    PHASE = "phase"
+    WAITING = "waiting"
+    HELD = "held"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled-back"
+    HALTED = "halted"
+    SUPERSEDED = "superseded"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE
+
+
+ACTIVE = frozenset({Status.PHASE, Status.WAITING, Status.HELD})
+TERMINAL = frozenset({Status.COMPLETED, Status.ROLLED_BACK, Status.HALTED, Status.SUPERSEDED})
+
+# Event kinds as the table sees them. Commands are split by action: they are different events.
+EVENT_KINDS = (
+    "deploy", "metrics", "tick", "alert-open", "alert-close",
+    "command:pause", "command:resume", "command:abort", "command:promote",
+    "traffic-changed", "action-failed",
+)
+
+S = Status
+_AFTER_EVIDENCE = frozenset({S.PHASE, S.WAITING, S.HELD, S.COMPLETED, S.ROLLED_BACK, S.HALTED})
+_NEW_ROLLOUT = frozenset({S.PHASE, S.HELD, S.IDLE})  # a deploy at non-zero traffic leaves it idle
+_ACTIVE_DEPLOY = _NEW_ROLLOUT  # the old rollout is superseded, the new one starts
+
+# (status, event kind) -> the statuses that event may lead to. A pair that is absent is illegal:
+# the event is rejected with a reason and the state is unchanged.
+TRANSITIONS: dict[tuple[Status, str], frozenset[Status]] = {
+    # No rollout yet: only a deploy starts one; evidence and alerts for it are ignored.
+    (S.IDLE, "deploy"): _NEW_ROLLOUT,
+    (S.IDLE, "metrics"): frozenset({S.IDLE}),
+    (S.IDLE, "tick"): frozenset({S.IDLE}),
+    (S.IDLE, "alert-open"): frozenset({S.IDLE}),
+    (S.IDLE, "alert-close"): frozenset({S.IDLE}),
+    (S.IDLE, "traffic-changed"): frozenset({S.IDLE}),
+}
+for _active in (S.PHASE, S.WAITING, S.HELD):
+    TRANSITIONS.update({
+        (_active, "deploy"): _ACTIVE_DEPLOY,
+        (_active, "metrics"): _AFTER_EVIDENCE,
+        (_active, "tick"): _AFTER_EVIDENCE,
+        (_active, "alert-open"): frozenset({_active, S.HELD, S.ROLLED_BACK}),
+        (_active, "alert-close"): _AFTER_EVIDENCE,
+        (_active, "command:pause"): frozenset({S.HELD}),
+        (_active, "command:abort"): frozenset({S.ROLLED_BACK}),
+        (_active, "command:promote"): frozenset({S.PHASE, S.COMPLETED}),
+        (_active, "traffic-changed"): frozenset({_active, S.HALTED}),
+        (_active, "action-failed"): frozenset({S.HALTED}),
+    })
+# Only a held rollout can be resumed.
+TRANSITIONS[(S.HELD, "command:resume")] = frozenset({S.PHASE, S.WAITING, S.HELD})
+for _done in TERMINAL:
+    TRANSITIONS.update({
+        (_done, "deploy"): _NEW_ROLLOUT | {_done},  # a duplicate of the finished deploy changes nothing
+        (_done, "metrics"): frozenset({_done}),  # the canary stays tagged at 0% after a rollback
+        (_done, "tick"): frozenset({_done}),
+        (_done, "alert-open"): frozenset({_done}),
+        (_done, "alert-close"): frozenset({_done}),
+        (_done, "traffic-changed"): frozenset({_done}),
+        (_done, "action-failed"): frozenset({_done, S.HALTED}),
+    })
+
+
+class IllegalTransition(Exception):
+    """An event the table does not allow in the current status. The state is unchanged."""
+
+
+def check(status: Status, event_kind: str, target: Status) -> None:
+    allowed = TRANSITIONS.get((status, event_kind))
+    if allowed is None:
+        raise IllegalTransition(f"'{event_kind}' is not accepted while the rollout is {status.value}")
+    if target not in allowed:
+        raise IllegalTransition(f"'{event_kind}' cannot take a {status.value} rollout to {target.value}")
+
+
+def accepts(status: Status, event_kind: str) -> bool:
+    return (status, event_kind) in TRANSITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One minute of evidence waiting to be evaluated: the canary's and the baseline's metrics."""
+
+    end: datetime
+    canary: Any = None  # events.Metrics | None
+    baseline: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """One canary rollout of one service. Immutable: transitions return new values."""
+
+    rollout_id: str
+    service: str
+    project: str
+    location: str
+    canary: str
+    baseline: str
+    status: Status
+    started_at: datetime
+    phase_index: int  # index into policy.phases; -1 before the first traffic change
+    phase_started_at: datetime
+    canary_percent: int
+    evaluated_through: datetime  # end of the last evaluated minute
+    evidence: Any  # evaluation.Evidence
+    hold_reason: str = ""  # freeze | warning | paused | missing-data | alert | inconclusive
+    paused: bool = False
+    open_alerts: frozenset[str] = frozenset()
+    slots: tuple[Slot, ...] = ()  # minutes received but not yet evaluated, in time order
+    missing_minutes: int = 0  # consecutive evaluated minutes with an arm missing
+    decisions_made: int = 0
+    last_decision: str = ""
+    last_assessment: Any = None  # evaluation.Assessment of the last evaluated minute
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def moved(self, target: Status, event_kind: str, **changes: Any) -> "Rollout":
+        """The only way to change status: checked against the table."""
+        check(self.status, event_kind, target)
+        return replace(self, status=target, **changes)
+
+    def with_(self, **changes: Any) -> "Rollout":
+        """Change anything but the status."""
+        if "status" in changes:
+            raise ValueError("use moved() to change status")
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """Everything the core remembers about one service."""
+
+    service: str
+    rollout: Rollout | None = None
+    stable_revision: str = ""  # the revision that holds traffic when no rollout runs
+    recent_keys: tuple[tuple, ...] = ()  # keys of recent non-metric events, for de-duplication
+
+    @property
+    def status(self) -> Status:
+        return self.rollout.status if self.rollout else Status.IDLE
+
+    def remember(self, key: tuple, limit: int = 256) -> "ServiceState":
+        keys = self.recent_keys + (key,)
+        return replace(self, recent_keys=keys[-limit:])

@@ -1,0 +1,185 @@
+"""An in-process simulated Cloud Run: services, revisions, traffic, etags and annotations.
+
+Used by replay, backtests and the sandbox (`rollbackd run --sandbox`). It implements the same
+`TrafficController` interface as the real Cloud Run adapter, with the same rules: an update carries
+the whole traffic list, bumps the etag, writes `rollbackd.dev/*` annotations in the same update,
+refuses to overwrite a traffic split a human changed, and makes no call when nothing would change.
+Its state can be saved to and loaded from a JSON file so a sandbox restart continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from actions.base import (ApplyResult, ManualChangeError, PermanentError, ServiceView, TrafficEntry)
+from daemon.core.commands import DeleteRevision, SetTraffic
+
+
+@dataclass
+class SimService:
+    name: str
+    project: str = "rollbackd-sandbox"
+    location: str = "sandbox-1"
+    labels: dict[str, str] = field(default_factory=lambda: {"rollbackd": "enabled"})
+    annotations: dict[str, str] = field(default_factory=dict)
+    traffic: list[dict[str, Any]] = field(default_factory=list)  # [{"revision","percent","tag"}]
+    revisions: list[str] = field(default_factory=list)
+    generation: int = 1
+    max_instances: int = 100
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.name}-{self.generation}"'
+
+    def view(self) -> ServiceView:
+        latest = self.revisions[-1] if self.revisions else ""
+        return ServiceView(
+            name=self.name, project=self.project, location=self.location, labels=dict(self.labels),
+            annotations=dict(self.annotations),
+            traffic=tuple(TrafficEntry(t["revision"], int(t.get("percent", 0)), t.get("tag", ""))
+                          for t in self.traffic),
+            latest_created_revision=latest, latest_ready_revision=latest, etag=self.etag,
+            max_instances=self.max_instances)
+
+
+class SimulatedCloudRun:
+    """Thread-safe simulated Cloud Run with a request log (`calls`)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self._lock = threading.Lock()
+        self.services: dict[str, SimService] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.path = path
+        if path and os.path.exists(path):
+            self._load(path)
+
+    # --- set-up used by the sandbox, replay and tests -----------------------------------------
+    def ensure_service(self, name: str, *, project: str = "", location: str = "",
+                       labels: dict[str, str] | None = None) -> SimService:
+        with self._lock:
+            service = self.services.get(name)
+            if service is None:
+                service = SimService(name=name)
+                self.services[name] = service
+            if project:
+                service.project = project
+            if location:
+                service.location = location
+            if labels is not None:
+                service.labels = dict(labels)
+            return service
+
+    def deploy(self, name: str, revision: str, *, baseline: str | None = None, tag: str = "canary") -> None:
+        """`gcloud run deploy --no-traffic --tag=canary`: the revision appears at 0%."""
+        service = self.ensure_service(name)
+        with self._lock:
+            if baseline and baseline not in service.revisions:
+                service.revisions.append(baseline)
+            if baseline and not any(t["revision"] == baseline for t in service.traffic):
+                service.traffic = [{"revision": baseline, "percent": 100, "tag": ""}]
+            if revision not in service.revisions:
+                service.revisions.append(revision)
+            service.traffic = [t for t in service.traffic if t.get("tag") != tag]
+            service.traffic.append({"revision": revision, "percent": 0, "tag": tag})
+            service.generation += 1
+            self._save()
+
+    def set_traffic_by_hand(self, name: str, split: dict[str, int]) -> None:
+        """A human's `gcloud run services update-traffic`."""
+        with self._lock:
+            service = self.services[name]
+            tags = {t["revision"]: t.get("tag", "") for t in service.traffic}
+            service.traffic = [{"revision": r, "percent": p, "tag": tags.get(r, "")} for r, p in split.items()]
+            service.generation += 1
+            self._save()
+
+    def traffic_of(self, name: str) -> dict[str, int]:
+        with self._lock:
+            service = self.services.get(name)
+            return {t["revision"]: int(t.get("percent", 0)) for t in service.traffic} if service else {}
+
+    def count(self, method: str) -> int:
+        with self._lock:
+            return sum(1 for m, _ in self.calls if m == method)
+
+    # --- TrafficController --------------------------------------------------------------------
+    def list_services(self) -> list[ServiceView]:
+        with self._lock:
+            self.calls.append(("ListServices", {}))
+            return [s.view() for s in self.services.values() if s.labels.get("rollbackd") == "enabled"]
+
+    def get_service(self, project: str, location: str, service: str) -> ServiceView:
+        with self._lock:
+            self.calls.append(("GetService", {"service": service}))
+            found = self.services.get(service)
+            if found is None:
+                raise PermanentError(f"service {service} not found", api="run", code="NOT_FOUND")
+            return found.view()
+
+    def apply(self, command: SetTraffic) -> ApplyResult:
+        with self._lock:
+            self.calls.append(("GetService", {"service": command.service}))
+            service = self.services.get(command.service)
+            if service is None:
+                service = SimService(name=command.service, project=command.project, location=command.location,
+                                     traffic=[{"revision": command.baseline, "percent": 100, "tag": ""},
+                                              {"revision": command.canary, "percent": 0, "tag": "canary"}],
+                                     revisions=[command.baseline, command.canary])
+                self.services[command.service] = service
+            current = {t["revision"]: int(t.get("percent", 0)) for t in service.traffic}
+            observed = current.get(command.canary, 0)
+            if command.expected_canary_percent is not None and observed != command.expected_canary_percent:
+                raise ManualChangeError(
+                    f"{command.service}: canary {command.canary} has {observed}%, rollbackd expected "
+                    f"{command.expected_canary_percent}%", observed_canary_percent=observed)
+            wanted = {command.baseline: 100 - command.canary_percent, command.canary: command.canary_percent}
+            wanted_traffic = [{"revision": command.baseline, "percent": 100 - command.canary_percent, "tag": ""},
+                              {"revision": command.canary, "percent": command.canary_percent, "tag": "canary"}]
+            same_traffic = {r: p for r, p in current.items() if p} == {r: p for r, p in wanted.items() if p}
+            same_annotations = all(service.annotations.get(k) == v for k, v in command.annotations.items())
+            if same_traffic and same_annotations:
+                return ApplyResult(changed=False, service=service.view())
+            for revision in (command.baseline, command.canary):
+                if revision not in service.revisions:
+                    service.revisions.append(revision)
+            service.traffic = wanted_traffic
+            service.annotations.update(command.annotations)
+            service.generation += 1
+            self.calls.append(("UpdateService", {"service": command.service, "traffic": dict(wanted),
+                                                 "decision_id": command.decision_id}))
+            self._save()
+            return ApplyResult(changed=True, service=service.view())
+
+    def delete_revision(self, command: DeleteRevision) -> None:
+        with self._lock:
+            self.calls.append(("DeleteRevision", {"revision": command.revision}))
+            service = self.services.get(command.service)
+            if service and command.revision in service.revisions:
+                if any(t["revision"] == command.revision and t.get("percent") for t in service.traffic):
+                    raise PermanentError("cannot delete a revision that serves traffic", api="run",
+                                         code="FAILED_PRECONDITION")
+                service.revisions.remove(command.revision)
+                service.traffic = [t for t in service.traffic if t["revision"] != command.revision]
+                self._save()
+
+    # --- persistence (sandbox --state-dir) ----------------------------------------------------
+    def _save(self) -> None:
+        if not self.path:
+            return
+        data = {"services": {n: vars(s) for n, s in self.services.items()},
+                "calls": [[m, a] for m, a in self.calls]}
+        temporary = self.path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)  # atomic: a crash leaves the old or the new file
+
+    def _load(self, path: str) -> None:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        self.services = {n: SimService(**s) for n, s in data.get("services", {}).items()}
+        self.calls = [(m, a) for m, a in data.get("calls", [])]
