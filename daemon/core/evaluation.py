@@ -1,0 +1,393 @@
+"""Apply a policy's criteria to one rollout's evidence: the pure link between detectors and the
+rollout state machine (`daemon.core.rollout`), which calls it once per evaluated minute.
+
+    evidence = new_evidence(policy)                       # at deploy
+    evidence = observe(evidence, policy, MinuteSample(...)) # each minute, canary and/or baseline
+    evidence = start_phase(evidence, i)                    # after a promotion to phase i
+    assessment = assess(evidence, policy, i, open_alerts=n)
+
+Values only: no clock, no I/O, nothing mutated (numpy arrays inside the evidence are never
+written to; every update builds new ones). Cost ~50-100 us per observe()+assess().
+
+Semantics:
+  * every criterion of `key_metrics` and `comparison` is evaluated every minute, whatever the phase:
+    a rollback or a hold can happen in any phase; the phase's `criteria` only say which must PASS
+    to promote (`CriterionResult.gating`);
+  * outcomes map to actions through the policy: WARN -> on_warning, FAIL of a level ->
+    on_critical, FAIL of a comparison -> on_fail, an open alert -> alerts.on_open; PASS,
+    INCONCLUSIVE and NODATA do nothing by themselves ("pass"), but only PASS lets a phase promote;
+  * statistical criteria are anytime-valid e-processes accumulated over the *whole rollout*; the
+    budget `comparison.alpha` is split across them (see `detectors.combine`);
+  * a minute whose canary or baseline is missing counts what exists; missing data is never healthy.
+  * `observe` ignores a sample whose `end` is not after the last one observed, so a duplicated
+    minute changes nothing (ordering is the caller's job).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from daemon.core.events import Metrics
+from detectors import judge
+from detectors.combine import split_alpha
+from detectors.histogram import Histogram, quantile
+from detectors.latency import exceedance_weights, quantile_bucket_edge
+from detectors.ratio import RatioSpec, RatioState
+from detectors.utilization import Cusum, InstanceRun, LevelRun
+from detectors.verdict import Outcome, Verdict
+from policies.model import Policy
+from policies.units import format_ms
+
+# Sequential tests that share comparison.alpha (when enabled and not dry-run).
+SEQUENTIAL_CRITERIA: tuple[str, ...] = ("error_rate", "latency_p99", "error_ratio", "latency_ratio")
+# One minute may contribute at most this share of log(1/alpha_i) to a ratio e-process, so a
+# single burst minute can never roll back on its own (see detectors.ratio); a real regression
+# keeps contributing every minute.
+MINUTE_CAP_SHARE = 0.55
+# Pre-registering the slow-request threshold from the baseline: wait for this much baseline
+# latency data, and use only later minutes in the test.
+WARMUP_REQUESTS = 1000
+WARMUP_MIN_REQUESTS = 200
+WARMUP_MINUTES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteSample:
+    """One evaluated minute (interval) of one rollout."""
+
+    end: datetime
+    canary: Metrics | None
+    baseline: Metrics | None
+    canary_percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseCounters:
+    """Evidence of the current phase only (reset by `start_phase`)."""
+
+    index: int = 0
+    minutes: int = 0
+    canary_minutes: int = 0
+    baseline_minutes: int = 0
+    canary_requests: int = 0
+    canary_errors: int = 0
+    latency_requests: int = 0
+    latency_counts: np.ndarray | None = field(default=None, compare=False)  # canary, merged
+    latency_layout: Histogram | None = None  # layout of `latency_counts`
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Accumulated detector states of one rollout (opaque to the state machine; immutable)."""
+
+    error_spec: RatioSpec
+    latency_spec: RatioSpec
+    phase: PhaseCounters = PhaseCounters()
+    last_end: datetime | None = None
+    minutes: int = 0
+    canary_requests: int = 0
+    canary_errors: int = 0
+    # latency level test: canary requests with a histogram, and slow counts against each level
+    latency_requests: float = 0.0
+    slow_critical: float = 0.0
+    slow_warning: float = 0.0
+    slow_normal: float = 0.0
+    error_ratio: RatioState | None = None
+    slow_threshold_ms: float | None = None
+    warmup_counts: np.ndarray | None = field(default=None, compare=False)
+    warmup_layout: Histogram | None = None
+    warmup_minutes: int = 0
+    latency_ratio: RatioState | None = None
+    memory: LevelRun = LevelRun()
+    cpu: LevelRun = LevelRun()
+    instances: InstanceRun = InstanceRun()
+    memory_drift: Cusum = Cusum()
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    name: str  # a policies.model CRITERIA name
+    verdict: Verdict
+    action: str  # "pass" | "hold" | "rollback": what this verdict does under the policy
+    dry_run: bool  # evaluated and logged, never acted on
+    gating: bool  # the current phase lists it: it must PASS to promote
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "action": self.action, "dry_run": self.dry_run,
+                "gating": self.gating, **self.verdict.to_json()}
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    results: tuple[CriterionResult, ...]
+    phase_requests: int  # canary requests seen in the current phase
+    phase_minutes: int = 0  # minutes observed in the current phase
+    phase_canary_minutes: int = 0  # ... of which had canary data
+
+    def rollback_reasons(self) -> tuple[CriterionResult, ...]:
+        return tuple(r for r in self.results if not r.dry_run and r.action == "rollback")
+
+    def hold_reasons(self) -> tuple[CriterionResult, ...]:
+        return tuple(r for r in self.results if not r.dry_run and r.action == "hold")
+
+    def ready_to_promote(self, min_requests: int) -> bool:
+        if self.phase_requests < min_requests:
+            return False
+        return all(r.verdict.outcome is Outcome.PASS for r in self.results if r.gating and not r.dry_run)
+
+    def get(self, name: str) -> CriterionResult | None:
+        for result in self.results:
+            if result.name == name:
+                return result
+        return None
+
+
+# --- building evidence --------------------------------------------------------------------------
+def alphas(policy: Policy) -> dict[str, float]:
+    """Each sequential criterion's share of comparison.alpha. Dry-run and disabled tests take no
+    share; a dry-run test is still evaluated (and logged) as if it had an equal share."""
+    km, cmp = policy.key_metrics, policy.comparison
+    return dict(_alphas(cmp.alpha, (
+        not km.error_rate.dry_run, not km.latency_p99.dry_run,
+        cmp.error_rate.enabled and not cmp.error_rate.dry_run, cmp.latency.enabled and not cmp.latency.dry_run)))
+
+
+@lru_cache(maxsize=64)
+def _alphas(alpha: float, active: tuple[bool, ...]) -> tuple[tuple[str, float], ...]:
+    weights = {name: 1.0 if on else 0.0 for name, on in zip(SEQUENTIAL_CRITERIA, active)}
+    shares = split_alpha(alpha, weights)
+    equal = alpha / max(1, sum(1 for w in weights.values() if w > 0))
+    return tuple((k, v if v > 0 else equal) for k, v in shares.items())
+
+
+def new_evidence(policy: Policy) -> Evidence:
+    a = alphas(policy)
+    cmp = policy.comparison
+    error_spec = RatioSpec.make(cmp.error_rate.max_ratio, MINUTE_CAP_SHARE * math.log(1 / a["error_ratio"]))
+    latency_spec = RatioSpec.make(cmp.latency.max_ratio, MINUTE_CAP_SHARE * math.log(1 / a["latency_ratio"]))
+    return Evidence(error_spec=error_spec, latency_spec=latency_spec,
+                    error_ratio=RatioState.empty(error_spec), latency_ratio=RatioState.empty(latency_spec),
+                    slow_threshold_ms=cmp.latency.slow_above)
+
+
+def start_phase(evidence: Evidence, phase_index: int) -> Evidence:
+    """Reset the per-phase counters only; the e-processes carry over (they are rollout-wide)."""
+    return _replace(evidence, phase=PhaseCounters(index=phase_index))
+
+
+def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidence:
+    if evidence.last_end is not None and sample.end <= evidence.last_end:
+        return evidence
+    km = policy.key_metrics
+    canary, baseline = sample.canary, sample.baseline
+    ph = evidence.phase
+    changes: dict[str, Any] = {"last_end": sample.end, "minutes": evidence.minutes + 1}
+    ph_changes: dict[str, Any] = {"minutes": ph.minutes + 1}
+
+    if canary is not None:
+        n, k = canary.requests, canary.errors
+        changes.update(canary_requests=evidence.canary_requests + n, canary_errors=evidence.canary_errors + k)
+        ph_changes.update(canary_minutes=ph.canary_minutes + 1, canary_requests=ph.canary_requests + n,
+                          canary_errors=ph.canary_errors + k)
+        changes["memory"] = evidence.memory.update(canary.memory_utilization, km.memory_utilization.normal,
+                                                   km.memory_utilization.warning, km.memory_utilization.critical)
+        if km.cpu_utilization is not None:
+            cpu = km.cpu_utilization
+            changes["cpu"] = evidence.cpu.update(canary.cpu_utilization, cpu.normal, cpu.warning, cpu.critical)
+        changes["instances"] = evidence.instances.update(canary.instance_count, canary.max_instances)
+        hist = canary.latency
+        if hist is not None and hist.total > 0:
+            counts = np.asarray(hist.counts, dtype=float)
+            lat = km.latency_p99
+            changes.update(
+                latency_requests=evidence.latency_requests + counts.sum(),
+                slow_critical=evidence.slow_critical + float(counts @ _weights(hist, lat.critical, False)),
+                slow_warning=evidence.slow_warning + float(counts @ _weights(hist, lat.warning, False)),
+                slow_normal=evidence.slow_normal + float(counts @ _weights(hist, lat.normal, True)))
+            ph_changes["latency_requests"] = ph.latency_requests + int(counts.sum())
+            if ph.latency_layout is None or not ph.latency_layout.same_layout(hist):
+                if ph.latency_layout is None:
+                    ph_changes.update(latency_counts=counts, latency_layout=hist)
+            else:
+                ph_changes["latency_counts"] = ph.latency_counts + counts
+    if baseline is not None:
+        ph_changes["baseline_minutes"] = ph.baseline_minutes + 1
+
+    if canary is not None and baseline is not None:
+        if evidence.error_ratio is not None:
+            changes["error_ratio"] = evidence.error_ratio.update(
+                evidence.error_spec, canary.errors, canary.requests, baseline.errors, baseline.requests)
+        changes["memory_drift"] = evidence.memory_drift.update(
+            canary.memory_utilization, baseline.memory_utilization, policy.comparison.memory.allowed_increase)
+    _observe_slow_ratio(evidence, policy, canary, baseline, changes)
+    changes["phase"] = _replace(ph, **ph_changes)
+    return _replace(evidence, **changes)
+
+
+def _observe_slow_ratio(evidence: Evidence, policy: Policy, canary: Metrics | None,
+                        baseline: Metrics | None, changes: dict[str, Any]) -> None:
+    """Canary vs baseline share of requests at or above a pre-registered threshold: the policy's
+    slow_above, else the lower edge of the baseline's p99 bucket from the first minutes (those
+    minutes are then not used by the test, so the threshold is fixed before the data it judges)."""
+    b_hist = baseline.latency if baseline is not None else None
+    if b_hist is None or b_hist.total <= 0:
+        return
+    threshold = evidence.slow_threshold_ms
+    if threshold is None:
+        warm, layout = evidence.warmup_counts, evidence.warmup_layout
+        b_counts = np.asarray(b_hist.counts, dtype=float)
+        if layout is None or not layout.same_layout(b_hist):
+            warm, layout = b_counts, b_hist  # (re)start the warm-up on the current layout
+        else:
+            warm = warm + b_counts
+        minutes = evidence.warmup_minutes + 1
+        changes.update(warmup_counts=warm, warmup_layout=layout, warmup_minutes=minutes)
+        total = float(warm.sum())
+        if total >= WARMUP_REQUESTS or (minutes >= WARMUP_MINUTES and total >= WARMUP_MIN_REQUESTS):
+            merged = Histogram(layout.layout, layout.edges, tuple(int(c) for c in warm))
+            edge = quantile_bucket_edge(merged, policy.key_metrics.latency_p99.percentile / 100.0)
+            if edge is not None:
+                changes["slow_threshold_ms"] = edge
+        return
+    c_hist = canary.latency if canary is not None else None
+    if c_hist is None or c_hist.total <= 0 or evidence.latency_ratio is None:
+        return
+    c_counts = np.asarray(c_hist.counts, dtype=float)
+    b_counts = np.asarray(b_hist.counts, dtype=float)
+    changes["latency_ratio"] = evidence.latency_ratio.update(
+        evidence.latency_spec, float(c_counts @ _weights(c_hist, threshold, False)), float(c_counts.sum()),
+        float(b_counts @ _weights(b_hist, threshold, False)), float(b_counts.sum()))
+
+
+# --- assessing ----------------------------------------------------------------------------------
+def assess(evidence: Evidence, policy: Policy, phase_index: int, *, open_alerts: int) -> Assessment:
+    phases = policy.phases
+    phase = phases[min(max(phase_index, 0), len(phases) - 1)]
+    gating = set(phase.criteria)
+    min_requests = phase.min_requests if phase.min_requests is not None else policy.evidence.min_requests
+    a = alphas(policy)
+    km, cmp = policy.key_metrics, policy.comparison
+    ph = evidence.phase
+    results: list[CriterionResult] = []
+
+    def add(name: str, verdict: Verdict, action: str, dry_run: bool) -> None:
+        results.append(CriterionResult(name, verdict, action, dry_run, name in gating))
+
+    def level_action(outcome: Outcome, levels: Any) -> str:
+        if outcome is Outcome.FAIL:
+            return levels.on_critical
+        if outcome is Outcome.WARN:
+            return levels.on_warning
+        return "pass"
+
+    er = km.error_rate
+    n, k = evidence.canary_requests, evidence.canary_errors
+    v = judge.level_verdict(
+        what="error rate", n=n, k_critical=k, k_warning=k, k_normal=k, critical=er.critical,
+        warning=er.warning, normal=er.normal, alpha=a["error_rate"], phase_n=ph.canary_requests,
+        min_n=min_requests, observed=(k / n if n else None), observed_text=judge.pct(k / n if n else None),
+        levels_text=(judge.pct(er.normal), judge.pct(er.warning), judge.pct(er.critical)),
+        details={"errors": k, "phase_requests": ph.canary_requests, "phase_errors": ph.canary_errors})
+    add("error_rate", v, level_action(v.outcome, er), er.dry_run)
+
+    lat = km.latency_p99
+    p_ms = _phase_quantile(ph, lat.percentile / 100.0)
+    v = judge.level_verdict(
+        what=f"p{lat.percentile:g} latency", n=evidence.latency_requests, k_critical=evidence.slow_critical,
+        k_warning=evidence.slow_warning, k_normal=evidence.slow_normal, critical=1 - lat.percentile / 100,
+        warning=1 - lat.percentile / 100, normal=1 - lat.percentile / 100, alpha=a["latency_p99"],
+        phase_n=ph.latency_requests, min_n=min_requests, observed=p_ms,
+        observed_text="n/a" if p_ms is None else f"{p_ms:.0f}ms",
+        levels_text=(format_ms(lat.normal), format_ms(lat.warning), format_ms(lat.critical)),
+        details={"slow_over_critical": evidence.slow_critical, "slow_over_warning": evidence.slow_warning,
+                 "slow_over_normal": evidence.slow_normal})
+    add("latency_p99", v, level_action(v.outcome, lat), lat.dry_run)
+
+    mem = km.memory_utilization
+    v = judge.utilization_verdict(what="memory utilisation", run=evidence.memory, normal=mem.normal,
+                                  warning=mem.warning, critical=mem.critical, persistence=mem.persistence)
+    add("memory_utilization", v, level_action(v.outcome, mem), mem.dry_run)
+    if km.cpu_utilization is not None:
+        cpu = km.cpu_utilization
+        v = judge.utilization_verdict(what="CPU utilisation", run=evidence.cpu, normal=cpu.normal,
+                                      warning=cpu.warning, critical=cpu.critical, persistence=cpu.persistence)
+        add("cpu_utilization", v, level_action(v.outcome, cpu), cpu.dry_run)
+    inst = km.instance_count
+    v = judge.instance_verdict(run=evidence.instances, persistence=inst.persistence)
+    add("instance_count", v, level_action(v.outcome, inst), inst.dry_run)
+
+    _comparison(results, gating, "error_ratio", cmp.error_rate, evidence.error_ratio,
+                evidence.error_spec, a["error_ratio"], "5xx rate", {})
+    slow = evidence.slow_threshold_ms
+    _comparison(results, gating, "latency_ratio", cmp.latency, evidence.latency_ratio, evidence.latency_spec,
+                a["latency_ratio"], f"share of requests slower than {'?' if slow is None else format_ms(slow)}",
+                {"slow_above_ms": slow}, waiting=slow is None)
+    drift = cmp.memory
+    if drift.enabled:
+        v = judge.drift_verdict(what="memory utilisation", cusum=evidence.memory_drift,
+                                threshold=drift.decision_threshold, allowed=drift.allowed_increase)
+        add("memory_drift", v, drift.on_fail if v.outcome is Outcome.FAIL else "pass", drift.dry_run)
+    elif "memory_drift" in gating:
+        add("memory_drift", _disabled("memory_drift"), "pass", drift.dry_run)
+
+    alerts = policy.alerts
+    if open_alerts > 0:
+        v = Verdict(Outcome.FAIL, float(open_alerts), 0.0, float(open_alerts),
+                    f"{open_alerts} Cloud Monitoring alert(s) open on the {alerts.scope}.")
+        add("no_alerts", v, alerts.on_open, alerts.dry_run)
+    else:
+        add("no_alerts", Verdict(Outcome.PASS, 0.0, 0.0, 0.0, "No open alerts."), "pass", alerts.dry_run)
+    return Assessment(tuple(results), ph.canary_requests, ph.minutes, ph.canary_minutes)
+
+
+def _comparison(results: list[CriterionResult], gating: set[str], name: str, check: Any,
+                state: RatioState | None, spec: RatioSpec, alpha: float, what: str,
+                details: dict[str, Any], waiting: bool = False) -> None:
+    if not check.enabled or state is None:
+        if name in gating:
+            results.append(CriterionResult(name, _disabled(name), "pass", check.dry_run, True))
+        return
+    if waiting:
+        v = Verdict(Outcome.INCONCLUSIVE, None, 1.0 / alpha, None,
+                    "Waiting for baseline latency data to set the slow-request threshold.", details)
+    else:
+        v = judge.ratio_verdict(what=what, state=state, spec=spec, alpha=alpha, details=details)
+    action = check.on_fail if v.outcome is Outcome.FAIL else "pass"
+    results.append(CriterionResult(name, v, action, check.dry_run, name in gating))
+
+
+def _disabled(name: str) -> Verdict:
+    return Verdict(Outcome.NODATA, None, None, None, f"{name} is required by the phase but disabled in the policy.")
+
+
+def _phase_quantile(ph: PhaseCounters, q: float) -> float | None:
+    if ph.latency_counts is None or ph.latency_layout is None:
+        return None
+    return quantile(ph.latency_layout.layout, ph.latency_layout.edges, ph.latency_counts, q)
+
+
+@lru_cache(maxsize=256)
+def _cached_weights(layout: str, edges: tuple[float, ...], threshold: float, pessimistic: bool) -> np.ndarray:
+    if pessimistic:
+        w = exceedance_weights(edges, threshold, layout)
+    else:
+        lower = np.concatenate(([-math.inf], np.asarray(edges, dtype=float)))
+        w = (lower >= threshold).astype(float)
+    w.setflags(write=False)
+    return w
+
+
+def _weights(hist: Histogram, threshold_ms: float, pessimistic: bool) -> np.ndarray:
+    return _cached_weights(hist.layout, hist.edges, float(threshold_ms), pessimistic)
+
+
+def _replace(obj: Any, **changes: Any) -> Any:
+    """dataclasses.replace without its per-call introspection (hot path)."""
+    values = {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+    values.update(changes)
+    return type(obj)(**values)

@@ -1,0 +1,165 @@
+"""Anytime-valid test of a canary/baseline rate ratio on per-minute counts (reference §2a).
+
+Called by `daemon.core.evaluation` for 5xx (canary errors vs baseline errors) and for slow
+requests (latency exceedances), and by the benchmark on arrays of runs.
+
+Model: in minute t the canary served n_c requests and the baseline n_b, with c and b events
+(5xx, or requests above a latency threshold). If the per-request event rate of the canary is r
+times the baseline's, then given the minute's events m = c + b, the canary's share is
+Binomial(m, q_t(r)) with
+
+    pi_t = n_c / (n_c + n_b),   q_t(r) = r pi_t / (r pi_t + 1 - pi_t).
+
+The base rate cancels, so it may drift freely, and pi_t is recomputed every minute, so phases
+with different traffic splits just change pi_t. For H0: r <= r0 the e-process is
+
+    E_T = sum_j w_j prod_t min(C, (q_t(r_j)/q_t(r0))^c_t ((1-q_t(r_j))/(1-q_t(r0)))^b_t),  r_j > r0
+
+a mixture of test supermartingales (monotone likelihood ratio in r; sampling without replacement
+is dominated in convex order by the binomial, Hoeffding 1963). The optional per-minute cap C
+keeps each factor's expectation <= 1, so validity is kept while one burst minute (a crash loop, a
+retry storm) cannot roll back on its own. Exact for rare events; for rates of tens of percent
+the odds ratio exceeds the rate ratio and the test is slightly anti-conservative (documented).
+
+A two-sided confidence sequence for r comes from the prior-posterior ratio on a log grid of
+ratios: CS_T = {r : sum_i w_i L_T(r_i) / L_T(r) < 1/alpha}, which is a martingale under each r.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Alternatives as multiples of r0, equal weights.
+ALT_FACTORS: tuple[float, ...] = (1.25, 1.6, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 50.0, 200.0)
+# Grid for the confidence sequence: 1/256 .. 256 in steps of 2^(1/4).
+CS_GRID: np.ndarray = 2.0 ** (np.arange(-32, 33) / 4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RatioSpec:
+    """Everything fixed before the first minute: r0, its alternatives and the CS grid."""
+
+    r0: float
+    alternatives: np.ndarray  # r_j > r0
+    grid: np.ndarray  # CS grid (sorted)
+    cap_log: float  # per-minute cap on each alternative's log likelihood ratio (inf: none)
+    all_r: np.ndarray  # [alternatives, grid, r0]
+    log_all: np.ndarray  # log of all_r
+
+    @staticmethod
+    def make(r0: float, cap_log: float = math.inf) -> "RatioSpec":
+        if not (r0 > 0 and math.isfinite(r0)):
+            raise ValueError("r0 must be a positive ratio")
+        alternatives = r0 * np.asarray(ALT_FACTORS)
+        all_r = np.concatenate((alternatives, CS_GRID, [r0]))
+        for array in (alternatives, all_r):
+            array.setflags(write=False)
+        log_all = np.log(all_r)
+        log_all.setflags(write=False)
+        return RatioSpec(float(r0), alternatives, CS_GRID, float(cap_log), all_r, log_all)
+
+
+@dataclass(frozen=True, slots=True)
+class RatioState:
+    """Immutable running state; arrays are never mutated (every update builds new ones)."""
+
+    log_e_alt: np.ndarray  # per alternative: sum_t min(cap, log LR_t)
+    log_lik: np.ndarray  # per CS grid point: sum_t log-likelihood (uncapped), up to a constant
+    log_e: float  # log E_T, the mixture over alternatives
+    max_log_e: float  # running max of log E (anytime p-value)
+    canary_events: float
+    baseline_events: float
+    canary_requests: float
+    baseline_requests: float
+    minutes: int  # minutes that carried information (both arms served, at least one event)
+
+    @staticmethod
+    def empty(spec: RatioSpec) -> "RatioState":
+        return RatioState(np.zeros(len(spec.alternatives)), np.zeros(len(spec.grid)), 0.0, 0.0,
+                          0.0, 0.0, 0.0, 0.0, 0)
+
+    # --- per minute ---------------------------------------------------------------------------
+    def update(self, spec: RatioSpec, canary_events: float, canary_requests: float,
+               baseline_events: float, baseline_requests: float) -> "RatioState":
+        c, b = float(canary_events), float(baseline_events)
+        n_c, n_b = float(canary_requests), float(baseline_requests)
+        totals = (self.canary_events + c, self.baseline_events + b,
+                  self.canary_requests + n_c, self.baseline_requests + n_b)
+        if n_c <= 0 or n_b <= 0 or c + b <= 0:  # no information about the ratio this minute
+            return RatioState(self.log_e_alt, self.log_lik, self.log_e, self.max_log_e, *totals, self.minutes)
+        pi = n_c / (n_c + n_b)
+        # log q(r) = log r + log pi - log(r pi + 1 - pi); log(1 - q(r)) = log(1 - pi) - log(r pi + 1 - pi):
+        # the log-likelihood of (c, b) is c log r - (c + b) log(r pi + 1 - pi) + terms free of r.
+        # One log over [alternatives, CS grid, r0] does it all (this is the per-minute hot path).
+        terms = c * spec.log_all - (c + b) * np.log(spec.all_r * pi + (1.0 - pi))
+        n_alt = len(spec.alternatives)
+        llr = terms[:n_alt] - terms[-1]
+        if spec.cap_log < math.inf:
+            llr = np.minimum(llr, spec.cap_log)
+        log_e_alt = self.log_e_alt + llr
+        log_lik = self.log_lik + terms[n_alt:-1]
+        log_e = _logmeanexp(log_e_alt)
+        return RatioState(log_e_alt, log_lik, log_e, max(self.max_log_e, log_e), *totals, self.minutes + 1)
+
+    # --- read-outs ----------------------------------------------------------------------------
+    @property
+    def e_value(self) -> float:
+        return math.exp(min(self.log_e, 700.0))
+
+    @property
+    def p_value(self) -> float:
+        """Anytime-valid p-value: min(1, 1 / max_t E_t)."""
+        return min(1.0, math.exp(-self.max_log_e))
+
+    def rejects(self, alpha: float) -> bool:
+        return self.log_e >= math.log(1.0 / alpha)
+
+    def observed_ratio(self) -> float | None:
+        """Point estimate (for people, never for decisions): canary rate / baseline rate."""
+        if self.canary_requests <= 0 or self.baseline_requests <= 0:
+            return None
+        rate_b = self.baseline_events / self.baseline_requests
+        rate_c = self.canary_events / self.canary_requests
+        if rate_b <= 0:
+            return math.inf if rate_c > 0 else None
+        return rate_c / rate_b
+
+    def confidence_sequence(self, spec: RatioSpec, alpha: float) -> tuple[float, float]:
+        """Time-uniform (1 - alpha) interval for r, at the grid's resolution (2^(1/4))."""
+        if self.minutes == 0:
+            return 0.0, math.inf
+        log_m = _logmeanexp(self.log_lik) - self.log_lik
+        inside = np.flatnonzero(log_m < math.log(1.0 / alpha))
+        if inside.size == 0:  # numerically impossible (the max-likelihood point is always inside)
+            return 0.0, math.inf
+        lo_i, hi_i = int(inside[0]), int(inside[-1])
+        lower = 0.0 if lo_i == 0 else float(spec.grid[lo_i - 1])
+        upper = math.inf if hi_i == len(spec.grid) - 1 else float(spec.grid[hi_i + 1])
+        return lower, upper
+
+
+def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.ndarray,
+                        n_b: np.ndarray) -> np.ndarray:
+    """Vectorised: log E_t for runs x minutes arrays (shape (..., T)); returns the same shape, the
+    e-process after each minute. Minutes without information contribute nothing."""
+    c, n_c, b, n_b = (np.asarray(x, dtype=float) for x in (c, n_c, b, n_b))
+    informative = (n_c > 0) & (n_b > 0) & (c + b > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pi = np.where(informative, n_c / np.where(informative, n_c + n_b, 1.0), 0.5)
+    alts = spec.alternatives
+    q0 = (spec.r0 * pi / (spec.r0 * pi + 1.0 - pi))[..., None]
+    qa = alts * pi[..., None] / (alts * pi[..., None] + 1.0 - pi[..., None])
+    llr = c[..., None] * np.log(qa / q0) + b[..., None] * np.log((1.0 - qa) / (1.0 - q0))
+    if spec.cap_log < math.inf:
+        llr = np.minimum(llr, spec.cap_log)
+    llr = np.where(informative[..., None], llr, 0.0)
+    cum = np.cumsum(llr, axis=-2)
+    top = cum.max(axis=-1)
+    return top + np.log(np.exp(cum - top[..., None]).mean(axis=-1))
+
+
+def _logmeanexp(values: np.ndarray) -> float:
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()) / values.size)
