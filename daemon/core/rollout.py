@@ -55,7 +55,7 @@ EVENT_KINDS = (
 S = Status
 _AFTER_EVIDENCE = frozenset({S.PHASE, S.WAITING, S.HELD, S.COMPLETED, S.ROLLED_BACK, S.HALTED})
 _NEW_ROLLOUT = frozenset({S.PHASE, S.HELD, S.IDLE})  # a deploy at non-zero traffic leaves it idle
-_ACTIVE_DEPLOY = _NEW_ROLLOUT  # the old rollout is superseded, the new one starts
+_ACTIVE_DEPLOY = _NEW_ROLLOUT | {S.SUPERSEDED, S.HALTED}  # old rollout superseded (or halted: deployed with traffic)
 
 # (status, event kind) -> the statuses that event may lead to. A pair that is absent is illegal:
 # the event is rejected with a reason and the state is unchanged.
