@@ -47,9 +47,11 @@ class _Op:
     name: str
     response: Any  # the proto-plus message packed on completion
     apply: Any  # callable run when the operation completes (or None)
+    on_fail: Any  # callable run when it completes with an error (or None)
     polls_left: int
     error: tuple[str, str] | None = None  # (FAULT_CODES name, message) to fail the LRO with
     done: bool = False
+    resource: str = ""
 
 
 def _short(name: str) -> str:
@@ -77,6 +79,7 @@ class CloudRunFake:
         # Knobs for reliability tests.
         self.lro_polls_to_done = 1  # GetOperation polls before an LRO completes
         self.stall_reconcile = False  # when True, traffic_statuses never catch up with traffic
+        self.complete_on_read = True  # a GetService/ListServices finishes the service's pending LROs
         self._fail_next_lro: tuple[str, str] | None = None
         # Every UpdateService the fake accepted: (short service, {revision: percent}, annotations).
         # Unlike `requests`, rejected (stale etag, injected fault) calls are not in it.
@@ -316,13 +319,25 @@ class CloudRunFake:
     def _finish(self, op: _Op) -> None:
         if op.error is None and op.apply is not None:
             op.apply()
+        if op.error is not None and op.on_fail is not None:
+            op.on_fail()
         op.done = True
 
-    def _new_op(self, resource: str, response: Any, apply: Any) -> operations_pb2.Operation:
+    def _complete_pending_for(self, service_name: str) -> None:
+        """Time passes for a reader: the control plane finishes an operation whether or not anyone
+        polls it, so a later read of the service sees the reconciled state."""
+        if not self.complete_on_read:
+            return
+        for op in self._ops.values():
+            if not op.done and op.resource == service_name:
+                self._finish(op)
+
+    def _new_op(self, resource: str, response: Any, apply: Any, on_fail: Any = None) -> operations_pb2.Operation:
         location_prefix = resource.split("/services/")[0].split("/revisions/")[0]
         name = f"{location_prefix}/operations/op-{self._tick():06d}"
-        op = _Op(name, response, apply, self.lro_polls_to_done, error=self._fail_next_lro)
+        op = _Op(name, response, apply, on_fail, self.lro_polls_to_done, error=self._fail_next_lro)
         self._fail_next_lro = None
+        op.resource = resource
         self._ops[name] = op
         meta = any_pb2.Any()
         meta.Pack(type(response).pb(response))
@@ -339,6 +354,7 @@ class CloudRunFake:
             svc = self._services.get(request.name)
             if svc is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.name}' was not found")
+            self._complete_pending_for(svc.name)
             return run_v2.Service.deserialize(run_v2.Service.serialize(svc))
 
     def _list_services(self, request: run_v2.ListServicesRequest,
@@ -350,6 +366,8 @@ class CloudRunFake:
                            if n.startswith(f"projects/{project}/locations/")
                            and (location == "-" or n.split("/")[3] == location))
             page, token = _page(names, request.page_size, request.page_token, context)
+            for n in page:
+                self._complete_pending_for(n)
             return run_v2.ListServicesResponse(services=[self._services[n] for n in page], next_page_token=token)
 
     def _update_service(self, request: run_v2.UpdateServiceRequest,
@@ -386,7 +404,10 @@ class CloudRunFake:
                 if not self.stall_reconcile:
                     self._settle(target)
 
-            return self._new_op(svc.name, svc, complete)
+            def failed() -> None:
+                target.reconciling = False  # serving state stays as it was (statuses unchanged)
+
+            return self._new_op(svc.name, svc, complete, failed)
 
     def _get_operation(self, request: operations_pb2.GetOperationRequest,
                        context: grpc.ServicerContext) -> operations_pb2.Operation:
