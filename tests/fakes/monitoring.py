@@ -66,6 +66,8 @@ class Buckets:
     @staticmethod
     def of_histogram(h: Histogram) -> "Buckets":
         e = h.edges
+        if h.layout in ("exponential", "linear") and len(h.params) == 3:
+            return Buckets((h.layout, int(h.params[0]), h.params[1], h.params[2]))
         if h.layout == "exponential":
             growth = float(f"{e[1] / e[0]:.12g}") if len(e) > 1 else 2.0
             return Buckets(("exponential", len(e) - 1, growth, e[0]))
