@@ -141,7 +141,9 @@ class MonitoringCollector:
         return _floor_minute(self._clock.now() - timedelta(seconds=self.settle_s))
 
     def collect(self, targets: Iterable[Target | Sequence[Any]], start: datetime, end: datetime) -> CollectResult:
-        """Metrics for the minutes ending in (start, end], clipped to complete windows."""
+        """Metrics for the minutes ending in (start, end], clipped to complete windows. Pass
+        `result.end` as the next call's `start`: on an error it stays put, so the window is asked
+        for again next tick."""
         wanted = [Target.of(t) for t in targets]
         start = _floor_minute(start)
         end = min(_floor_minute(end), self.complete_until())
@@ -312,5 +314,6 @@ def _short(name: str) -> str:
 
 
 def _floor_minute(when: datetime) -> datetime:
-    when = when.astimezone(timezone.utc)
+    # A naive time is taken as UTC (astimezone would read it as local time).
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
     return when.replace(second=0, microsecond=0)
