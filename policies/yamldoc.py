@@ -14,11 +14,12 @@ Scalars become str/int/float/bool/None by their resolved YAML 1.2 tag; any other
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Path = tuple[str | int, ...]
@@ -81,7 +82,9 @@ def parse(text: str) -> Document:
     """Compose one YAML document and convert it. Raises YamlSyntaxError for text that is not YAML."""
     yaml = YAML(typ="rt")
     try:
-        root = yaml.compose(text)
+        with warnings.catch_warnings():  # YAML 1.2 allows redefining an anchor; don't print about it
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            root = yaml.compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Position(mark.line + 1, mark.column + 1) if mark is not None else Position(1, 1)
