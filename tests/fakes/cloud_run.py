@@ -76,6 +76,7 @@ class CloudRunFake:
         self._ops: dict[str, _Op] = {}
         self._counter = 0
         self._server: grpc.Server | None = None
+        self.address = ""  # host:port once started
         # Knobs for reliability tests.
         self.lro_polls_to_done = 1  # GetOperation polls before an LRO completes
         self.stall_reconcile = False  # when True, traffic_statuses never catch up with traffic
@@ -110,7 +111,8 @@ class CloudRunFake:
             ]),
         }
         self._server, port = serve(handlers)
-        return f"127.0.0.1:{port}"
+        self.address = f"127.0.0.1:{port}"
+        return self.address
 
     def stop(self) -> None:
         if self._server is not None:

@@ -152,6 +152,7 @@ class LoggingFake:
         self._entries: list[LogEntry] = []
         self._counter = 0
         self._server: grpc.Server | None = None
+        self.address = ""  # host:port once started
 
     def start(self) -> str:
         name = "google.logging.v2.LoggingServiceV2"
@@ -161,7 +162,8 @@ class LoggingFake:
             unary(name, "WriteLogEntries", self._write, logging_types.WriteLogEntriesRequest,
                   logging_types.WriteLogEntriesResponse),
         ])})
-        return f"127.0.0.1:{port}"
+        self.address = f"127.0.0.1:{port}"
+        return self.address
 
     def stop(self) -> None:
         if self._server is not None:

@@ -155,7 +155,7 @@ def rng() -> random.Random:
 @pytest.fixture
 def cloud_run_fake() -> Iterator[CloudRunFake]:
     fake = CloudRunFake()
-    fake.address = fake.start()  # type: ignore[attr-defined]
+    fake.start()
     try:
         yield fake
     finally:
@@ -165,7 +165,7 @@ def cloud_run_fake() -> Iterator[CloudRunFake]:
 @pytest.fixture
 def logging_fake() -> Iterator[LoggingFake]:
     fake = LoggingFake()
-    fake.address = fake.start()  # type: ignore[attr-defined]
+    fake.start()
     try:
         yield fake
     finally:
@@ -179,7 +179,7 @@ def run_clients(cloud_run_fake: CloudRunFake) -> Iterator[tuple[object, object]]
     from google.cloud.run_v2.services.revisions.transports import RevisionsGrpcTransport
     from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 
-    channel = grpc.insecure_channel(cloud_run_fake.address)  # type: ignore[attr-defined]
+    channel = grpc.insecure_channel(cloud_run_fake.address)
     services = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel))
     revisions = run_v2.RevisionsClient(transport=RevisionsGrpcTransport(channel=channel))
     try:
@@ -194,7 +194,7 @@ def logging_client(logging_fake: LoggingFake) -> Iterator[object]:
     from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
     from google.cloud.logging_v2.services.logging_service_v2.transports import LoggingServiceV2GrpcTransport
 
-    channel = grpc.insecure_channel(logging_fake.address)  # type: ignore[attr-defined]
+    channel = grpc.insecure_channel(logging_fake.address)
     try:
         yield LoggingServiceV2Client(transport=LoggingServiceV2GrpcTransport(channel=channel))
     finally:
