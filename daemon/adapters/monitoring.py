@@ -1,8 +1,10 @@
 """The Cloud Monitoring metrics source: per-revision, per-minute `Metrics` events for the engine.
 
-The live daemon's metrics loop calls `MonitoringCollector.collect(targets, start, end)` every
-interval for the ACTIVE rollouts only, `backfill(...)` once on start-up from each rollout's phase
-start, and `rollbackd export` (simulations/export.py) uses `backfill` to write recordings. Results are
+The live daemon's metrics hook calls `MetricsPoller.poll([(target, phase_start), ...])` every
+interval for the ACTIVE rollouts only: it keeps a cursor per rollout and drives
+`MonitoringCollector.collect`/`backfill` (a rollout seen for the first time, e.g. after a restart,
+is backfilled from its phase start). `rollbackd export` (simulations/export.py) uses `backfill` to
+write recordings. Results are
 the very `Metrics` events a recording holds, so the engine cannot tell live data from a replay.
 
 Why it is shaped like this (issue 4, gcp-formats.md §2):
@@ -234,6 +236,41 @@ class MonitoringCollector:
                        cpu_utilization=m.cpu, instance_count=m.instances,
                        max_instances=target.max_instances if target else None,
                        project=self.project, location=location)
+
+
+class MetricsPoller:
+    """The per-tick driver the daemon's metrics hook uses: it remembers, per rollout, how far its
+    metrics are complete, and asks for all active rollouts at once. A rollout seen for the first time
+    is backfilled from its phase start (`since`) in the same grouped calls; nothing is returned twice;
+    a failed tick leaves the cursors where they were, so the next tick asks again."""
+
+    def __init__(self, collector: MonitoringCollector) -> None:
+        self.collector = collector
+        self._cursor: dict[Target, datetime] = {}
+
+    def poll(self, active: Iterable[tuple[Target | Sequence[Any], datetime]]) -> CollectResult:
+        wanted = {Target.of(t): _floor_minute(since) for t, since in active}
+        # Forget rollouts that are no longer active (promoted, rolled back, stood down).
+        self._cursor = {t: c for t, c in self._cursor.items() if t in wanted}
+        for target, since in wanted.items():
+            self._cursor.setdefault(target, since)
+        if not wanted:
+            now = self.collector.complete_until()
+            return CollectResult(now, now)
+        start = min(self._cursor.values())
+        result = self.collector.backfill(list(wanted), start)
+        result.metrics = [m for m in result.metrics if m.time > self._cursor[_owner(wanted, m)]]
+        for target in wanted:
+            self._cursor[target] = max(self._cursor[target], result.end)
+        return result
+
+
+def _owner(wanted: dict[Target, datetime], m: Metrics) -> Target:
+    for t in wanted:
+        if t.service == m.service and m.revision in (t.canary, t.baseline) and (
+                not t.location or not m.location or t.location == m.location):
+            return t
+    raise KeyError(m.key())  # cannot happen: the collector only returns targeted revisions
 
 
 def _absorb(query: Query, series: list[Any], by_revision: dict[tuple[str, str], list[Target]],

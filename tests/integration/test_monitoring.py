@@ -237,3 +237,31 @@ def test_full_resource_names_in_targets_are_shortened(fake, clock):
         [("checkout", "europe-west1", full + "checkout-00002-can", full + "checkout-00001-base")],
         T0, T0 + timedelta(minutes=2))
     assert {m.revision for m in result.metrics} == {"checkout-00002-can", "checkout-00001-base"}
+
+
+def test_poller_returns_each_minute_once_and_backfills_new_rollouts(fake, clock):
+    from daemon.adapters.monitoring import MetricsPoller
+
+    fill(fake, ["checkout", "cart"], range(1, 41))
+    col = collector(fake, clock)
+    poller = MetricsPoller(col)
+    checkout, cart = targets(["checkout", "cart"])
+    first = poller.poll([(checkout, T0 + timedelta(minutes=20))])
+    assert first.ok and {m.time for m in first.metrics} == {T0 + timedelta(minutes=k) for k in range(21, 37)}
+    clock.advance_to(T0 + timedelta(minutes=42))
+    # cart is new, its phase started at T0: backfilled in the same grouped calls.
+    calls_before = col.calls_made
+    second = poller.poll([(checkout, T0 + timedelta(minutes=20)), (cart, T0)])
+    assert col.calls_made - calls_before == 5
+    got = {(m.service, m.time) for m in second.metrics if m.revision.endswith("can")}
+    assert {t for s, t in got if s == "checkout"} == {T0 + timedelta(minutes=k) for k in (37, 38)}
+    assert {t for s, t in got if s == "cart"} == {T0 + timedelta(minutes=k) for k in range(1, 39)}
+    # A failed tick returns nothing and the same minutes come on the next one.
+    fake.add_minute("checkout", "checkout-00002-can", T0 + timedelta(minutes=39), by_class={"2xx": 1})
+    clock.advance_to(T0 + timedelta(minutes=43))
+    fake.faults.inject("ListTimeSeries", "PERMISSION_DENIED")
+    failed = poller.poll([(checkout, T0), (cart, T0)])
+    assert not failed.ok and failed.metrics == []
+    third = poller.poll([(checkout, T0), (cart, T0)])
+    assert third.ok and {m.time for m in third.metrics} == {T0 + timedelta(minutes=39)}
+    assert len(third.metrics) == 4
