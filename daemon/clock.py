@@ -61,6 +61,15 @@ class VirtualClock:
     def monotonic(self) -> float:
         return self.now().timestamp()
 
+    def set_speed(self, speed: float | None) -> None:
+        """Start (or stop) running at `speed` from the current virtual time. The sandbox builds its
+        world with a stopped clock and starts it here, so set-up time does not eat virtual minutes."""
+        with self._lock:
+            if self.speed is not None:
+                self._virtual_at_anchor += timedelta(seconds=(_time.monotonic() - self._wall_anchor) * self.speed)
+            self._wall_anchor = _time.monotonic()
+            self.speed = speed
+
     def advance_to(self, when: datetime) -> None:
         """Move virtual time forward (never backward)."""
         with self._lock:

@@ -103,6 +103,10 @@ class Engine:
         self.last_tick: datetime | None = None
         self.last_evaluation_at: datetime | None = None
         self._lock = threading.RLock()
+        # Recovery (sandbox restart from the journal): decisions already journaled are not written,
+        # printed or acted on again; inputs, ticks and evidence are not re-journaled.
+        self.recovering = False
+        self.known_decisions: set[str] = set()
         base = policy()
         self.rate_limiter = RateLimiter(base.rate_limits.max_actions_per_service_per_hour,
                                         base.rate_limits.max_actions_per_project_per_hour)
@@ -148,7 +152,7 @@ class Engine:
         with self._lock:
             self.last_tick = now
             active = [name for name, s in self.states.items() if s.rollout and s.rollout.status.active]
-            if active:
+            if active and not self.recovering:
                 self.journal.write({"type": "tick", "time": _iso(now)})
             for name in active:
                 pending: deque[Event] = deque([Tick(time=now)])
@@ -161,7 +165,7 @@ class Engine:
     def _handle(self, event: Event, out: Outputs, pending: deque[Event], *, service: str | None = None,
                 received_at: datetime | None = None, journal_input: bool = True) -> None:
         name = service or getattr(event, "service", None)
-        if journal_input:
+        if journal_input and not self.recovering:
             record = _event_record(event)
             if received_at is not None:
                 record["received_at"] = _iso(received_at)
@@ -193,13 +197,18 @@ class Engine:
         self.telemetry.event(event.kind, "duplicate" if result.note.startswith("duplicate") else "accepted")
         if result.state.rollout is not None or name in self.states:
             self.states[name] = result.state
-        if self.journal_evaluations:
+        if self.journal_evaluations and not self.recovering:
             for evaluation in result.evaluations:
                 self.journal.write(evaluation.to_json())
         if result.evaluations:
             self._report_evidence(name, result.evaluations[-1])
         decisions = [replace(d, acted=False) if self.dry_run and d.changes_traffic else d
                      for d in result.decisions]
+        if self.recovering:
+            fresh = [d for d in decisions if d.decision_id not in self.known_decisions]
+            if not fresh and decisions:
+                return  # already journaled and acted on before the restart
+            decisions = fresh
         for decision in decisions:
             self.journal.write(decision.to_json(), durable=True)
             self.telemetry.decision(decision.action)

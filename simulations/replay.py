@@ -65,17 +65,21 @@ class Replayer:
     """Drives one engine over a stream of events with a virtual clock and minute ticks."""
 
     def __init__(self, policy: Policy, *, keep_journal: bool = False, cloud: SimulatedCloudRun | None = None,
-                 engine_kwargs: dict[str, Any] | None = None) -> None:
+                 engine_kwargs: dict[str, Any] | None = None, engine: Engine | None = None) -> None:
         self.policy = policy
         self.cloud = cloud or SimulatedCloudRun()
         self.journal = ListJournal() if keep_journal else NullJournal()
         self.clock: VirtualClock | None = None
-        self.engine: Engine | None = None
+        self.engine: Engine | None = engine  # an existing engine: recovery drives it with this clock
         self.decisions: list[Decision] = []
         self._next_tick: datetime | None = None
         self._engine_kwargs = engine_kwargs or {}
 
     def _ensure(self, first: datetime) -> Engine:
+        if self.engine is not None and self.clock is None:
+            self.clock = VirtualClock(first)
+            self.engine.clock = self.clock
+            self._next_tick = first.replace(second=0, microsecond=0) + MINUTE
         if self.engine is None:
             self.clock = VirtualClock(first)
             self.engine = Engine(policy=lambda: self.policy, traffic=self.cloud, clock=self.clock,
@@ -131,6 +135,43 @@ def replay_file(path: str, policy: Policy, *, keep_journal: bool = False) -> Rep
     result.engine = replayer.engine
     result.journal = getattr(replayer.journal, "records", [])
     return result
+
+
+def recover_engine(engine: Engine, lines: Iterable[str]) -> tuple[int, datetime | None]:
+    """Rebuild an engine's state from its own journal (sandbox restart). Decisions already in the
+    journal are not repeated; one the crash cut off before it was journaled is made, journaled and
+    acted on now. Returns (events replayed, time of the last one)."""
+    import json as _json
+
+    records = list(lines)
+    known = set()
+    for line in records:
+        if '"type":"decision"' in line:
+            try:
+                known.add(_json.loads(line).get("decision_id"))
+            except ValueError:
+                continue
+    saved_clock = engine.clock
+    engine.recovering, engine.known_decisions = True, known
+    replayer = Replayer(None, engine=engine)  # type: ignore[arg-type]  # the engine has its policy
+    count, last = 0, None
+    try:
+        for number, line in enumerate(records, start=1):
+            stripped = line.strip()
+            if not stripped or any(f'"type":"{kind}"' in stripped for kind in OUTPUT_TYPES):
+                continue
+            parsed = parse_line(stripped, now=FAR_FUTURE, where=f"journal line {number}", allow_internal=True)
+            if not isinstance(parsed, list):
+                continue
+            received = _received_at(stripped)
+            for event in parsed:
+                replayer.feed(event, received)
+                count += 1
+                last = received or event.time
+    finally:
+        engine.recovering, engine.known_decisions = False, set()
+        engine.clock = saved_clock
+    return count, last
 
 
 def decision_line(decision: Decision, recording: str) -> str:

@@ -131,17 +131,20 @@ class SimulatedCloudRun:
                 self.services[command.service] = service
             current = {t["revision"]: int(t.get("percent", 0)) for t in service.traffic}
             observed = current.get(command.canary, 0)
-            if command.expected_canary_percent is not None and observed != command.expected_canary_percent:
-                raise ManualChangeError(
-                    f"{command.service}: canary {command.canary} has {observed}%, rollbackd expected "
-                    f"{command.expected_canary_percent}%", observed_canary_percent=observed)
             wanted = {command.baseline: 100 - command.canary_percent, command.canary: command.canary_percent}
             wanted_traffic = [{"revision": command.baseline, "percent": 100 - command.canary_percent, "tag": ""},
                               {"revision": command.canary, "percent": command.canary_percent, "tag": "canary"}]
             same_traffic = {r: p for r, p in current.items() if p} == {r: p for r, p in wanted.items() if p}
             same_annotations = all(service.annotations.get(k) == v for k, v in command.annotations.items())
+            # Already as wanted (e.g. re-applied after a restart): idempotent, no call. Checked before
+            # the manual-change rule, so a replayed command never looks like a human's change.
             if same_traffic and same_annotations:
                 return ApplyResult(changed=False, service=service.view())
+            if command.expected_canary_percent is not None and observed != command.expected_canary_percent \
+                    and not same_traffic:
+                raise ManualChangeError(
+                    f"{command.service}: canary {command.canary} has {observed}%, rollbackd expected "
+                    f"{command.expected_canary_percent}%", observed_canary_percent=observed)
             for revision in (command.baseline, command.canary):
                 if revision not in service.revisions:
                     service.revisions.append(revision)

@@ -27,7 +27,7 @@ def parse_incident(msg: Mapping[str, Any], attributes: Mapping[str, str] | None,
     version = msg.get("version")
     if version == "test":
         raise Skip("test notification (version \"test\")")
-    if version not in SUPPORTED_VERSIONS:
+    if not isinstance(version, str) or version not in SUPPORTED_VERSIONS:
         raise Bad(f"incident.version: {short(version)} is not a supported schema version (1.2)")
     incident = msg.get("incident")
     if not isinstance(incident, dict):

@@ -114,4 +114,5 @@ def annotations_for(rollout: Rollout) -> dict[str, str]:
         f"{p}canary-percent": str(rollout.canary_percent),
         f"{p}hold-reason": rollout.hold_reason,
         f"{p}last-decision": rollout.last_decision[:500],
+        f"{p}decisions": str(rollout.decisions_made),
     }

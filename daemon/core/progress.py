@@ -87,6 +87,12 @@ def _evaluate_minute(rollout: Rollout, slot: Slot, policy: Policy, trigger: str,
     sample = ev.MinuteSample(end=slot.end, canary=slot.canary, baseline=slot.baseline,
                              canary_percent=rollout.canary_percent)
     evidence = ev.observe(rollout.evidence, policy, sample)
+    if rollout.quiet_until is not None:
+        if slot.end <= rollout.quiet_until:  # restored rollout: an earlier phase's minute
+            return rollout.with_(evidence=evidence, evaluated_through=slot.end)
+        evidence = ev.start_phase(rollout.evidence, rollout.phase_index)
+        evidence = ev.observe(evidence, policy, sample)
+        rollout = rollout.with_(quiet_until=None)
     assessment = ev.assess(evidence, policy, rollout.phase_index, open_alerts=len(rollout.open_alerts))
     missing = 0 if (slot.canary is not None and slot.baseline is not None) else rollout.missing_minutes + 1
     rollout = rollout.with_(evidence=evidence, evaluated_through=slot.end, missing_minutes=missing,

@@ -146,6 +146,9 @@ class Rollout:
     last_decision: str = ""
     last_assessment: Any = None  # evaluation.Assessment of the last evaluated minute
     labels: Mapping[str, str] = field(default_factory=dict)
+    # After a restart the evidence is rebuilt from metrics since the rollout began: minutes up to
+    # here (before the current phase started) only feed the detectors; they decide nothing.
+    quiet_until: datetime | None = None
 
     def moved(self, target: Status, event_kind: str, **changes: Any) -> "Rollout":
         """The only way to change status: checked against the table."""

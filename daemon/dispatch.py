@@ -1,0 +1,88 @@
+"""From a Pub/Sub message to engine submissions: parse, resolve, filter, submit.
+
+Used by the live daemon and the sandbox (whose events may also travel through the Pub/Sub
+emulator). The message is acknowledged by the caller only after `handle()` returns, i.e. after the
+input, its decisions and the new state are journaled and the actions are done. Unparseable input
+is journaled as rejected and returns normally, so it is acknowledged once: no poison loop.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from actions.base import ActionError
+from daemon.core.events import Command, Deploy, Ignored, Metrics, Rejected
+from daemon.core.intake import parse_message
+
+log = logging.getLogger("rollbackd.dispatch")
+
+
+class Dispatcher:
+    def __init__(self, engine: Any, *, clock: Any, traffic: Any, own_principals: frozenset[str],
+                 managed: Callable[[str, str, str], bool], accept_metrics: bool = True,
+                 default_project: str = "", default_location: str = "") -> None:
+        self.engine = engine
+        self.clock = clock
+        self.traffic = traffic
+        self.own_principals = own_principals
+        self.managed = managed
+        self.accept_metrics = accept_metrics
+        self.default_project = default_project
+        self.default_location = default_location
+
+    def handle(self, data: bytes, attributes: Mapping[str, str] | None = None, message_id: str = "",
+               publish_time: datetime | None = None, delivery_attempt: int | None = None) -> None:
+        now = self.clock.now()
+        where = f"message {message_id}" if message_id else ""
+        parsed = parse_message(data, attributes, now=now, own_principals=self.own_principals, where=where)
+        if isinstance(parsed, (Rejected, Ignored)):
+            self.engine.reject(parsed, received_at=now)
+            return
+        for event in parsed:
+            if isinstance(event, Metrics) and not self.accept_metrics:
+                self.engine.reject(Ignored("metrics events ignored: metrics_mode is monitoring", where),
+                                   received_at=now)
+                continue
+            if isinstance(event, Deploy):
+                resolved = self._resolve(event, where, now)
+                if resolved is None:
+                    continue
+                event = resolved
+            service = getattr(event, "service", None)
+            if service and not isinstance(event, Deploy) and service not in self.engine.states \
+                    and not (isinstance(event, Command) and event.action.startswith("kill-switch")):
+                # Only a deploy of a managed service creates state: everything else about a
+                # service rollbackd has never rolled out is noted and left alone.
+                self.engine.reject(Ignored(f"{event.kind} for {service}, which has no rollout", where),
+                                   received_at=now)
+                continue
+            self.engine.submit(event, received_at=now)
+
+    def _resolve(self, event: Deploy, where: str, now: datetime) -> Deploy | None:
+        """Fill in what an audit entry may lack (revision, baseline, labels) from Cloud Run, and
+        drop deploys of services rollbackd does not manage."""
+        project = event.project or self.default_project
+        location = event.location or self.default_location
+        try:
+            view = self.traffic.get_service(project, location, event.service)
+        except ActionError as error:
+            self.engine.reject(Rejected(f"cannot read service {event.service} to resolve the deploy: {error}",
+                                        where, kind_hint="deploy"), received_at=now)
+            return None
+        if not self.managed(project, location, event.service):
+            self.engine.reject(Ignored(f"{event.service} is not managed by rollbackd", where), received_at=now)
+            return None
+        revision = event.revision or view.latest_created_revision
+        canary_percent = event.canary_percent
+        if event.revision is None or canary_percent is None:
+            canary_percent = view.percent_of(revision)
+        baseline = event.baseline
+        if not baseline:
+            serving = sorted((t for t in view.traffic if t.revision != revision and t.percent > 0),
+                             key=lambda t: -t.percent)
+            baseline = serving[0].revision if serving else None
+        return replace(event, revision=revision, baseline=baseline, canary_percent=canary_percent,
+                       project=project, location=location,
+                       labels=event.labels or tuple(sorted(view.labels.items())))

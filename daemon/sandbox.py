@@ -1,0 +1,234 @@
+"""The built-in sandbox: the real daemon loop and engine on a simulated Cloud Run.
+
+`rollbackd run --sandbox` needs no Google Cloud access. Only the adapters differ from production:
+a simulated Cloud Run (services, revisions, traffic, etags, annotations), a closed-loop traffic
+simulator whose per-revision request counts follow the daemon's own traffic split (the shared
+scenario generator), a simulated error-log source, and an in-process event bus. When
+PUBSUB_EMULATOR_HOST is set, events travel through the emulator instead, via the production
+publisher and subscriber code.
+
+Deploys are published the way production sees them: as Cloud Audit Log entries of
+`gcloud run deploy --no-traffic --tag=canary` (v1 ReplaceService). Metrics are published as native
+`metrics` events every minute.
+
+With `--state-dir`, the simulated cloud, the virtual clock and the journal persist; a restart on the
+same directory rebuilds the engine from the journal and continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import numpy as np
+
+from actions.base import CapturedLogs
+from daemon.clock import format_rfc3339, parse_rfc3339
+from daemon.core.codec import event_to_json
+from daemon.core.commands import CaptureErrorLogs
+from simulations.sandbox_cloud import SimulatedCloudRun
+
+SANDBOX_PROJECT = "rollbackd-sandbox"
+SANDBOX_LOCATION = "us-central1"
+TOPIC = f"projects/{SANDBOX_PROJECT}/topics/rollbackd-events"
+SUBSCRIPTION = f"projects/{SANDBOX_PROJECT}/subscriptions/rollbackd"
+# A Tuesday morning in the runbook's time zone: outside the default policy's weekend freeze.
+DEFAULT_START = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
+DEPLOYER = "ci-deploy@rollbackd-sandbox.iam.gserviceaccount.com"
+SCENARIO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "simulations", "scenarios")
+
+
+@dataclass
+class SandboxService:
+    """One simulated service: its scenario and the closed-loop traffic model."""
+
+    service: str
+    canary: str
+    baseline: str
+    model: Any  # simulations.scenarios.TrafficModel
+    error_rate: float
+    deploy_at: datetime
+    deployed: bool = False
+    errors_served: dict[str, int] = field(default_factory=dict)
+
+
+def builtin_scenarios() -> dict[str, list[str]]:
+    """Scenario names the sandbox knows, each a list of scenario files run side by side."""
+    return {
+        "default": ["good-canary.yaml", "bad-canary.yaml"],
+        "good-canary": ["good-canary.yaml"],
+        "bad-canary": ["bad-canary.yaml"],
+        "slow-leak": ["slow-leak.yaml"],
+    }
+
+
+def load_services(name_or_file: str, start: datetime) -> list[SandboxService]:
+    from simulations.scenario_file import load_scenario_file, scenario_from_file
+    from simulations.scenarios import TrafficModel
+
+    table = builtin_scenarios()
+    if name_or_file in table:
+        files = [os.path.join(SCENARIO_DIR, f) for f in table[name_or_file]]
+    elif os.path.isfile(name_or_file):
+        files = [name_or_file]
+    else:
+        raise ValueError(f"unknown sandbox scenario '{name_or_file}' (known: {', '.join(table)}; or a scenario file)")
+    services: list[SandboxService] = []
+    used: set[str] = set()
+    for index, path in enumerate(files):
+        spec = load_scenario_file(path)
+        if spec.service in used:  # two scenarios for one service name: give the second its own
+            renamed = {"checkout": "payments"}.get(spec.service, f"{spec.service}-{index + 1}")
+            spec = spec.model_copy(update={
+                "service": renamed,
+                "baseline": spec.baseline.model_copy(update={"revision": spec.baseline.revision.replace(spec.service, renamed)}),
+                "canary": spec.canary.model_copy(update={"revision": spec.canary.revision.replace(spec.service, renamed)}),
+            })
+        used.add(spec.service)
+        deploy_at = start + timedelta(minutes=1)
+        scenario = scenario_from_file(spec)
+        services.append(SandboxService(service=spec.service, canary=spec.canary.revision,
+                                       baseline=spec.baseline.revision,
+                                       model=TrafficModel(scenario, start=deploy_at),
+                                       error_rate=spec.canary.error_rate, deploy_at=deploy_at))
+    return services
+
+
+def audit_deploy_entry(service: str, revision: str, baseline: str, at: datetime) -> dict[str, Any]:
+    """What a log sink delivers for `gcloud run deploy SERVICE --no-traffic --tag=canary`."""
+    stamp = format_rfc3339(at)
+    return {
+        "insertId": f"sandbox-{service}-{revision}",
+        "logName": f"projects/{SANDBOX_PROJECT}/logs/cloudaudit.googleapis.com%2Factivity",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": DEPLOYER},
+            "methodName": "google.cloud.run.v1.Services.ReplaceService",
+            "serviceName": "run.googleapis.com",
+            "resourceName": f"namespaces/{SANDBOX_PROJECT}/services/{service}",
+            "request": {
+                "@type": "type.googleapis.com/google.cloud.run.v1.ReplaceServiceRequest",
+                "name": f"projects/{SANDBOX_PROJECT}/locations/{SANDBOX_LOCATION}/services/{service}",
+                "region": SANDBOX_LOCATION,
+                "service": {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                            "metadata": {"name": service},
+                            "spec": {"template": {"metadata": {"name": revision}},
+                                     "traffic": [{"revisionName": baseline, "percent": 100},
+                                                 {"revisionName": revision, "tag": "canary"}]}},
+            },
+        },
+        "resource": {"type": "cloud_run_revision",
+                     "labels": {"project_id": SANDBOX_PROJECT, "service_name": service,
+                                "location": SANDBOX_LOCATION, "configuration_name": "", "revision_name": ""}},
+        "severity": "NOTICE", "timestamp": stamp, "receiveTimestamp": stamp,
+    }
+
+
+class SandboxErrorLogs:
+    """`ErrorLogSource` for the sandbox: the bad revision's 5xx, as the log lines such errors write,
+    grouped by the same pattern code the Cloud Logging adapter uses."""
+
+    TEMPLATES = ("upstream request timeout after {ms}ms calling inventory-svc",
+                 "database connection refused: pool exhausted ({n} waiting)",
+                 "panic: nil pointer dereference in handler /checkout/{id}")
+
+    def __init__(self, services: dict[str, SandboxService], rng: random.Random) -> None:
+        self.services = services
+        self.rng = rng
+
+    def capture(self, command: CaptureErrorLogs) -> CapturedLogs:
+        from actions.error_logs import group
+
+        service = self.services.get(command.service)
+        total = service.errors_served.get(command.revision, 0) if service else 0
+        messages = []
+        for index in range(min(total, command.limit)):
+            template = self.TEMPLATES[0 if index % 10 < 6 else (1 if index % 10 < 9 else 2)]
+            messages.append(template.format(ms=self.rng.randint(3000, 9000), n=self.rng.randint(5, 90),
+                                            id=self.rng.randint(10_000, 99_999)))
+        return CapturedLogs(revision=command.revision, total=total, patterns=group(messages, 5))
+
+
+class SandboxWorld:
+    """Moves the simulated world one minute at a time: deploys at their time, then per-revision
+    metrics that follow the traffic split the daemon has actually set."""
+
+    def __init__(self, services: list[SandboxService], cloud: SimulatedCloudRun, publish: Callable[[bytes], None],
+                 seed: int, state_path: str | None) -> None:
+        self.services = {s.service: s for s in services}
+        self.cloud = cloud
+        self.publish = publish
+        self.rng = np.random.default_rng(seed)
+        self.state_path = state_path
+        self._load()
+        for s in services:
+            if not s.deployed:
+                self.cloud.ensure_service(s.service, project=SANDBOX_PROJECT, location=SANDBOX_LOCATION)
+                if not self.cloud.traffic_of(s.service):
+                    self.cloud.set_traffic_by_hand(s.service, {s.baseline: 100})
+
+    def minute(self, at: datetime) -> None:
+        for s in self.services.values():
+            if not s.deployed and at >= s.deploy_at:
+                self.cloud.deploy(s.service, s.canary, baseline=s.baseline)
+                self.publish(json.dumps(audit_deploy_entry(s.service, s.canary, s.baseline, at)).encode())
+                s.deployed = True
+                continue
+            if not s.deployed:
+                continue
+            percent = self.cloud.traffic_of(s.service).get(s.canary, 0)
+            canary, baseline = s.model.minute(at, percent, self.rng)
+            for metrics in (baseline, canary):
+                if metrics is None:
+                    continue
+                metrics = _with_place(metrics)
+                s.errors_served[metrics.revision] = s.errors_served.get(metrics.revision, 0) + metrics.errors
+                if metrics.revision == s.canary and percent == 0:
+                    continue  # no traffic, no points (Cloud Monitoring writes none either)
+                self.publish(json.dumps(event_to_json(metrics), sort_keys=True).encode())
+        self._save(at)
+
+    def _save(self, at: datetime) -> None:
+        if not self.state_path:
+            return
+        data = {"clock": format_rfc3339(at),
+                "services": {n: {"deployed": s.deployed, "errors_served": s.errors_served}
+                             for n, s in self.services.items()}}
+        temporary = self.state_path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(temporary, self.state_path)
+
+    def _load(self) -> None:
+        if not self.state_path or not os.path.exists(self.state_path):
+            return
+        with open(self.state_path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        for name, saved in data.get("services", {}).items():
+            if name in self.services:
+                self.services[name].deployed = bool(saved.get("deployed"))
+                self.services[name].errors_served = dict(saved.get("errors_served", {}))
+
+    def saved_clock(self) -> datetime | None:
+        if not self.state_path or not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path, encoding="utf-8") as handle:
+            value = json.load(handle).get("clock")
+        return parse_rfc3339(value) if value else None
+
+    def finished(self, engine: Any) -> bool:
+        """Every service deployed and its rollout finished."""
+        for name, s in self.services.items():
+            state = engine.states.get(name)
+            if not s.deployed or state is None or state.rollout is None or state.rollout.status.active:
+                return False
+        return True
+
+
+def _with_place(metrics: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(metrics, project=SANDBOX_PROJECT, location=SANDBOX_LOCATION)
