@@ -86,14 +86,20 @@ def wanted_split(cmd: SetTraffic) -> dict[str, int]:
 
 
 def desired_traffic(service: run_v2.Service, cmd: SetTraffic, tag: str) -> list[run_v2.TrafficTarget]:
-    """The full traffic list to send: baseline and canary (tagged, even at 0%), other tags kept at 0%."""
+    """The full traffic list to send: baseline and canary (tagged, even at 0%), other tags kept at 0%.
+
+    If the canary tag already sits on another revision, a newer deploy put it there: leave it where
+    it is (that deploy supersedes this rollout) rather than take it back."""
+    holder = tags_of(service).get(tag)
+    ours = holder is None or holder == cmd.canary
     targets: list[run_v2.TrafficTarget] = []
     if cmd.baseline != cmd.canary and cmd.canary_percent < 100:
         targets.append(run_v2.TrafficTarget(type_=REVISION, revision=cmd.baseline, percent=100 - cmd.canary_percent))
     canary_percent = 100 if cmd.baseline == cmd.canary else cmd.canary_percent
-    targets.append(run_v2.TrafficTarget(type_=REVISION, revision=cmd.canary, percent=canary_percent, tag=tag))
+    targets.append(run_v2.TrafficTarget(type_=REVISION, revision=cmd.canary, percent=canary_percent,
+                                        tag=tag if ours else ""))
     for other_tag, rev in tags_of(service).items():
-        if other_tag != tag:
+        if other_tag != tag or not ours:
             targets.append(run_v2.TrafficTarget(type_=REVISION, revision=rev, percent=0, tag=other_tag))
     return targets
 
@@ -210,7 +216,8 @@ class CloudRunTrafficController:
         self._require_managed(service)
         wanted = wanted_split(cmd)
         spec = split_of(service)
-        spec_ok = spec == wanted and tags_of(service).get(self.canary_tag) == cmd.canary
+        # The canary tag must exist: on our canary, or on a newer deploy's revision (left alone).
+        spec_ok = spec == wanted and self.canary_tag in tags_of(service)
         annotations_ok = all(service.annotations.get(k) == v for k, v in cmd.annotations.items())
         if spec_ok and annotations_ok:
             if split_of(service, statuses=True) == wanted:

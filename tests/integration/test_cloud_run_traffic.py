@@ -85,6 +85,14 @@ def test_other_tags_are_preserved(cloud_run_fake, controller):
     assert {r: p for r, p in cloud_run_fake.traffic_of("checkout").items() if p} == {BASE: 95, CANARY: 5}
 
 
+def test_newer_deploy_keeps_its_canary_tag(cloud_run_fake, service, controller):
+    controller.apply(cmd(5, 0))
+    cloud_run_fake.deploy_revision(service, "checkout-00043-new")  # the tag moves to the new revision
+    assert controller.apply(cmd(0, 5, phase="rolled-back")).changed
+    assert cloud_run_fake.traffic_of(service) == {BASE: 100, CANARY: 0, "checkout-00043-new": 0}
+    assert cloud_run_fake.tags_of(service) == {"canary": "checkout-00043-new"}
+
+
 def test_idempotent_apply_makes_no_update(cloud_run_fake, service, controller):
     assert controller.apply(cmd(5, 0)).changed
     updates = cloud_run_fake.requests.count("UpdateService")
@@ -115,6 +123,28 @@ def test_stale_etag_rereads_and_succeeds(cloud_run_fake, service, controller):
     assert len(cloud_run_fake.accepted_updates) == 1
     assert ("run.UpdateService", "ABORTED") in controller.errors
     assert cloud_run_fake.traffic_of(service)[CANARY] == 5
+
+
+def test_conflict_from_a_human_rereads_and_stands_down(cloud_run_fake, service, controller):
+    # A human moves traffic between our read and our write: our update is refused (stale etag),
+    # the re-read sees the human's split, and we stand down instead of overwriting it.
+    original_read = controller._read
+    calls = {"n": 0}
+
+    def read_then_human(name):
+        svc = original_read(name)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            cloud_run_fake.set_traffic_by_hand(service, {BASE: 50, CANARY: 50})
+        return svc
+
+    controller._read = read_then_human
+    with pytest.raises(ManualChangeError) as info:
+        controller.apply(cmd(5, 0))
+    assert info.value.observed_canary_percent == 50
+    assert cloud_run_fake.requests.count("UpdateService") == 1
+    assert cloud_run_fake.accepted_updates == []
+    assert cloud_run_fake.traffic_of(service)[CANARY] == 50
 
 
 def test_persistent_conflict_gives_up_as_conflict(cloud_run_fake, service, controller):

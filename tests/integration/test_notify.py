@@ -83,6 +83,16 @@ def test_missing_topic_is_a_permanent_error(pubsub_emulator, virtual_clock, rng)
     assert notifier.published == []
 
 
+def test_missing_emulator_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    from tests.integration.conftest import _missing
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        _missing("not installed")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        _missing("not installed")
+
+
 def test_log_notifier_writes_structured_lines():
     stream = io.StringIO()
     notifier = LogNotifier(stream)
