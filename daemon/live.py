@@ -1,0 +1,215 @@
+"""`rollbackd run` on Google Cloud, and `rollbackd status`.
+
+Wires the real google-cloud clients (Cloud Run Admin API v2, Cloud Monitoring v3, Cloud Logging v2,
+Pub/Sub) around the same Engine and Daemon loop the sandbox uses. On start it restores every managed
+service's rollout from its `rollbackd.dev/*` annotations, backfills the evidence from Cloud
+Monitoring since the rollout began, and stands down where a human changed traffic meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+from daemon.clock import SystemClock
+from daemon.settings import Settings
+
+log = logging.getLogger("rollbackd.live")
+
+
+class LiveClients:
+    """The Google clients, real endpoints or (for tests and private endpoints) plain gRPC ones."""
+
+    def __init__(self, settings: Settings) -> None:
+        import grpc
+        from google.cloud import monitoring_v3, run_v2
+        from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+
+        if settings.run_endpoint:
+            from google.cloud.run_v2.services.revisions.transports import RevisionsGrpcTransport
+            from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
+            channel = grpc.insecure_channel(settings.run_endpoint)
+            self.services = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel))
+            self.revisions = run_v2.RevisionsClient(transport=RevisionsGrpcTransport(channel=channel))
+        else:
+            self.services = run_v2.ServicesClient()
+            self.revisions = run_v2.RevisionsClient()
+        if settings.monitoring_endpoint:
+            from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
+            self.monitoring = monitoring_v3.MetricServiceClient(transport=MetricServiceGrpcTransport(
+                channel=grpc.insecure_channel(settings.monitoring_endpoint)))
+        else:
+            self.monitoring = monitoring_v3.MetricServiceClient()
+        if settings.logging_endpoint:
+            from google.cloud.logging_v2.services.logging_service_v2.transports import LoggingServiceV2GrpcTransport
+            self.logging = LoggingServiceV2Client(transport=LoggingServiceV2GrpcTransport(
+                channel=grpc.insecure_channel(settings.logging_endpoint)))
+        else:
+            self.logging = LoggingServiceV2Client()
+
+
+def build_traffic(settings: Settings, clients: LiveClients, clock: Any, rng: random.Random, telemetry: Any) -> Any:
+    from actions.cloud_run import CloudRunTrafficController
+
+    controller = CloudRunTrafficController(
+        clients.services, clients.revisions, clock=clock, rng=rng, managed_label=settings.label,
+        projects_locations=[(settings.project, loc) for loc in settings.locations],
+        on_error=telemetry.api_error)
+    if settings.dry_run:
+        from actions.dry_run import DryRunTrafficController
+        return DryRunTrafficController(controller)
+    return controller
+
+
+def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_after: datetime | None = None,
+             out: TextIO | None = None) -> int:
+    from google.cloud import pubsub_v1
+
+    from actions.error_logs import CloudLoggingErrorLogs
+    from actions.notify import LogNotifier, PubSubNotifier
+    from daemon.adapters.decision_log import DecisionLog
+    from daemon.adapters.http_server import HealthServer
+    from daemon.adapters.journal import FileJournal
+    from daemon.adapters.monitoring import MetricsPoller, MonitoringCollector, Target
+    from daemon.adapters.pubsub_source import PubSubEventSource
+    from daemon.bootstrap import _install_signals
+    from daemon.dispatch import Dispatcher
+    from daemon.engine import Engine
+    from daemon.runner import Daemon, PolicyReloader
+    from daemon.telemetry import PrometheusTelemetry
+
+    clock = SystemClock()
+    rng = random.Random()
+    telemetry = PrometheusTelemetry()
+    decision_log = DecisionLog(out, project=settings.project)
+    reloader = PolicyReloader(settings.policy or None, telemetry=telemetry,
+                              on_error=lambda message: decision_log.error(message))
+    clients = clients or LiveClients(settings)
+    traffic = build_traffic(settings, clients, clock, rng, telemetry)
+    if settings.notify_topic:
+        notifier: Any = PubSubNotifier(pubsub_v1.PublisherClient(
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)),
+            settings.notify_topic_path, clock=clock, rng=rng, on_error=telemetry.api_error)
+    else:
+        notifier = LogNotifier(sink=lambda record: decision_log.info(record["message"], **record))
+    error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error)
+    journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
+    engine = Engine(policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs, journal=journal,
+                    telemetry=telemetry, clock=clock, dry_run=settings.dry_run,
+                    actions_enabled=not settings.kill_switch, on_decision=decision_log.decision)
+    managed_cache: dict[tuple[str, str, str], tuple[datetime, bool]] = {}
+
+    def managed(project: str, location: str, service: str) -> bool:
+        key = (project, location, service)
+        cached = managed_cache.get(key)
+        if cached and clock.now() - cached[0] < timedelta(minutes=5):
+            return cached[1]
+        view = traffic.get_service(project, location, service)
+        key_name, value = settings.label
+        result = view.labels.get(key_name) == value and location in settings.locations
+        managed_cache[key] = (clock.now(), result)
+        return result
+
+    dispatcher = Dispatcher(engine, clock=clock, traffic=traffic, own_principals=frozenset({settings.principal}),
+                            managed=managed, accept_metrics=settings.metrics_mode in ("pubsub", "both"),
+                            default_project=settings.project,
+                            default_location=settings.locations[0] if len(settings.locations) == 1 else "")
+    collector = MonitoringCollector(clients.monitoring, project=settings.project, clock=clock, rng=rng,
+                                    on_error=telemetry.api_error, settle_s=settings.monitoring_settle)
+    poller = MetricsPoller(collector)
+    restore(engine, traffic, decision_log)
+
+    def collect(at: datetime) -> None:
+        if settings.metrics_mode == "pubsub":
+            return
+        active = [(Target(r.service, r.location, r.canary, r.baseline), r.started_at)
+                  for r in engine.active_rollouts() if r.phase_index >= 0]
+        result = poller.poll(active)
+        for metrics in result.metrics:
+            engine.submit(metrics, received_at=clock.now())
+        if not result.ok:  # never healthy: the minutes stay missing and the core holds
+            decision_log.error(f"Cloud Monitoring collection failed: {result.error}", code=result.error_code)
+
+    source = PubSubEventSource(pubsub_v1.SubscriberClient, settings.subscription_path, handle=dispatcher.handle,
+                               clock=clock, rng=rng, on_error=telemetry.api_error)
+    daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=[source],
+                    before_tick=[collect], policy_reloader=reloader, stop_after=stop_after)
+    health = HealthServer(settings.http_port, registry=telemetry.registry, ready=daemon.ready)
+    health.start()
+    _install_signals(daemon, reloader)
+    decision_log.info("rollbackd started", project=settings.project, locations=list(settings.locations),
+                      dry_run=settings.dry_run, kill_switch=settings.kill_switch, http_port=health.port)
+    try:
+        daemon.run()
+    finally:
+        health.stop()
+        journal.close()
+    return 0
+
+
+def restore(engine: Any, traffic: Any, decision_log: Any) -> int:
+    """Resume every managed service's rollout from its annotations. A service whose traffic no
+    longer matches what rollbackd last set was changed by a human while we were away: stand down."""
+    from actions.base import ActionError
+    from daemon.core.events import TrafficChanged
+    from daemon.core.persist import AnnotationError, service_state_from_annotations
+
+    try:
+        views = traffic.list_services()
+    except ActionError as error:
+        decision_log.error(f"cannot list managed services on start: {error}")
+        return 0
+    restored = 0
+    for view in views:
+        policy = engine.policy_for(view.name)
+        try:
+            state = service_state_from_annotations(view.name, view.project, view.location, view.annotations, policy)
+        except AnnotationError as error:
+            decision_log.error(str(error), service=view.name)
+            continue
+        if state is None or state.rollout is None:
+            continue
+        engine.states[view.name] = state
+        engine.labels[view.name] = dict(view.labels)
+        restored += 1
+        rollout = state.rollout
+        observed = view.percent_of(rollout.canary)
+        if rollout.status.active and observed != rollout.canary_percent:
+            engine.submit(TrafficChanged(time=engine.clock.now(), service=view.name, canary_percent=observed,
+                                         detail="found on start-up"))
+    return restored
+
+
+def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clients: LiveClients | None = None) -> int:
+    from daemon.core.commands import ANNOTATION_PREFIX as P
+    from daemon.telemetry import NullTelemetry
+
+    clients = clients or LiveClients(settings)
+    traffic = build_traffic(settings, clients, SystemClock(), random.Random(), NullTelemetry())
+    rows = []
+    for view in sorted(traffic.list_services(), key=lambda v: v.name):
+        a = view.annotations
+        rows.append({
+            "service": view.name, "location": view.location,
+            "status": a.get(f"{P}status", "idle"), "phase": a.get(f"{P}phase", ""),
+            "canary": a.get(f"{P}canary", ""), "baseline": a.get(f"{P}baseline", ""),
+            "traffic": {t.revision: t.percent for t in view.traffic if t.percent},
+            "last_decision": a.get(f"{P}last-decision", ""),
+        })
+    if as_json:
+        for row in rows:
+            out.write(json.dumps(row, sort_keys=True) + "\n")
+        return 0
+    if not rows:
+        out.write(f"no managed services (label {settings.managed_label}) in {settings.project}\n")
+        return 0
+    for row in rows:
+        split = ", ".join(f"{rev} {pct}%" for rev, pct in row["traffic"].items())
+        out.write(f"{row['service']:<20} {row['status']:<12} phase {row['phase'] or '-':<3} "
+                  f"canary {row['canary'] or '-'} / baseline {row['baseline'] or '-'}  [{split}]\n")
+        if row["last_decision"]:
+            out.write(f"{'':<20} last: {row['last_decision']}\n")
+    return 0
