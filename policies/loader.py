@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from policies import model
 from policies.model import OverrideMatch, Policy, PolicyBody, ambiguity_message
+from policies.units import format_percent, parse_duration, parse_percent
 from policies.yamldoc import Document, Path, Position, YamlSyntaxError, parse
 
 # Errors the Policy model raises that the loader reports itself, more completely and precisely.
@@ -68,7 +69,7 @@ def load_policy_text(text: str, filename: str = "<policy>") -> Policy:
                                        "", problem.message)]) from None
     issues = [_issue(filename, p.position, p.path, p.message) for p in doc.problems]
     if not isinstance(doc.data, dict):
-        found = "an empty file" if doc.data is None else f"a {_kind(doc.data)}"
+        found = "an empty file" if doc.data is None else _kind(doc.data)
         issues.append(PolicyIssue(filename, 1, 1, "", f"a policy must be a mapping of keys "
                                   f"(phases:, key_metrics:, ...), found {found}"))
         raise PolicyError(issues)
@@ -79,6 +80,8 @@ def load_policy_text(text: str, filename: str = "<policy>") -> Policy:
         model_issues = [e for e in exc.errors() if e["type"] not in _LOADER_CHECKED]
         issues += [_from_error(filename, doc, error, ()) for error in model_issues]
         base_errors = {(_full_loc(e), e["msg"]) for e in exc.errors()}
+        field_errors = [tuple(e["loc"]) for e in exc.errors() if "at" not in (e.get("ctx") or {})]
+        issues += _partial_checks(filename, doc, field_errors)
         override_issues = _check_overrides(filename, doc, base_errors)
         if not override_issues:  # keep the model's own override complaint if ours found nothing
             issues += [_from_error(filename, doc, e, ()) for e in exc.errors() if e["type"] in _LOADER_CHECKED]
@@ -123,6 +126,51 @@ def _check_overrides(filename: str, doc: Document, base_errors: set[tuple[Path, 
                     continue  # a problem of the base policy, reported there
                 issues.append(_from_error(filename, doc, error, prefix))
     return issues
+
+
+def _partial_checks(filename: str, doc: Document, failed: list[Path]) -> list[PolicyIssue]:
+    """Order checks the models skip when a sibling field is already invalid (pydantic runs a
+    validator over a list or model only once all its parts are valid), so that a file with a
+    bad duration *and* phases out of order gets both errors at once."""
+    issues: list[PolicyIssue] = []
+    phases = doc.data.get("phases")
+    if isinstance(phases, list) and any(loc[:1] == ("phases",) and len(loc) > 2 for loc in failed):
+        previous: tuple[int, float] | None = None
+        for index, phase in enumerate(phases):
+            traffic = _parsed(parse_percent, phase.get("traffic") if isinstance(phase, dict) else None)
+            if traffic is None or not 0.01 <= traffic <= 1.0:
+                previous = None
+                continue
+            if previous is not None and traffic <= previous[1]:
+                path = ("phases", index, "traffic")
+                issues.append(_issue(filename, doc.locate(path)[1], path,
+                                     f"phases must ascend: {format_percent(traffic)} follows "
+                                     f"{format_percent(previous[1])}"))
+            previous = (index, traffic)
+    metrics = doc.data.get("key_metrics")
+    for name, parser in _LEVEL_PARSERS.items():
+        levels = metrics.get(name) if isinstance(metrics, dict) else None
+        prefix = ("key_metrics", name)
+        if not isinstance(levels, dict) or not any(loc[:2] == prefix and len(loc) > 2 for loc in failed):
+            continue
+        warning, critical = (_parsed(parser, levels.get(k)) for k in ("warning", "critical"))
+        if warning is not None and critical is not None and warning > critical:
+            path = prefix + ("warning",)
+            issues.append(_issue(filename, doc.locate(path)[1], path,
+                                 f"warning level {levels['warning']} is above the critical level "
+                                 f"{levels['critical']}"))
+    return issues
+
+
+_LEVEL_PARSERS = {"error_rate": parse_percent, "latency_p99": parse_duration,
+                  "memory_utilization": parse_percent, "cpu_utilization": parse_percent}
+
+
+def _parsed(parser: Any, value: Any) -> float | None:
+    try:
+        return float(parser(value))
+    except ValueError:
+        return None
 
 
 def _full_loc(error: Any) -> Path:
@@ -194,14 +242,14 @@ def _kind(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
-        return "true/false"
+        return f"{str(value).lower()}"
     if isinstance(value, dict):
-        return "mapping"
+        return "a mapping"
     if isinstance(value, list):
-        return "list"
+        return "a list"
     if isinstance(value, (int, float)):
-        return f"number {value!r}"
-    return f"'{value}'" if isinstance(value, str) and len(value) < 60 else "text"
+        return f"the number {value!r}"
+    return f"the text '{value}'" if isinstance(value, str) and len(value) < 60 else "text"
 
 
 def _issue(filename: str, position: Position, path: Path, message: str) -> PolicyIssue:
