@@ -56,6 +56,19 @@ def find_emulator() -> list[str] | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: new session (its own process group) and, on Linux, SIGKILL when
+    the test process dies, so a pytest killed by a timeout cannot orphan the Java server."""
+    os.setsid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; survives the wrapper's exec of java
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -92,7 +105,7 @@ def pubsub_emulator() -> Iterator[str]:
     log_path = Path(data_dir) / "emulator.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=data_dir)
+                            preexec_fn=_die_with_parent, cwd=data_dir)
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
     try:
         deadline = time.monotonic() + EMULATOR_START_TIMEOUT_S
