@@ -165,7 +165,7 @@ def summarise(s: Scenario, method: str, rollback_at: np.ndarray, harm: np.ndarra
     row["ttd_median_censored_min"] = None if math.isinf(median_censored) else round(median_censored, 2)
     if oracle_median and row["ttd_median_min"] is not None:
         row["oracle_ratio"] = round(row["ttd_median_min"] / oracle_median, 2)
-    row["oracle_analytic_min"] = analytic
+    row["oracle_analytic_min"] = None if analytic is None else round(max(analytic - onset, 0.0), 2)
     row["harm_requests"] = round(float(np.mean(harm)), 1)
     return row
 
