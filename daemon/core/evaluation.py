@@ -48,7 +48,7 @@ SEQUENTIAL_CRITERIA: tuple[str, ...] = ("error_rate", "latency_p99", "error_rati
 # One minute may contribute at most this share of log(1/alpha_i) to a ratio e-process, so a
 # single burst minute can never roll back on its own (see detectors.ratio); a real regression
 # keeps contributing every minute.
-MINUTE_CAP_SHARE = 0.55
+MINUTE_CAP_SHARE = 0.5
 # Pre-registering the slow-request threshold from the baseline: wait for this much baseline
 # latency data, and use only later minutes in the test.
 WARMUP_REQUESTS = 1000

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,17 @@ def patched(policy: Policy, patch: dict[str, Any]) -> Policy:
     return Policy.model_validate(merge(policy.model_dump(mode="json"), patch))
 
 
-def latency(rng: np.random.Generator, n: int, median_ms: float = 100.0, sigma: float = 0.596) -> Histogram:
+@lru_cache(maxsize=None)
+def bucket_probs(median_ms: float, sigma: float) -> np.ndarray:
     lower = np.concatenate(([0.0], EDGES))
     upper = np.concatenate((EDGES, [np.inf]))
     cdf = stats.lognorm(sigma, scale=median_ms).cdf
     p = cdf(upper) - cdf(lower)
-    return Histogram.exponential(64, 1.4, 1.0, rng.multinomial(n, p / p.sum()).tolist())
+    return p / p.sum()
+
+
+def latency(rng: np.random.Generator, n: int, median_ms: float = 100.0, sigma: float = 0.596) -> Histogram:
+    return Histogram.exponential(64, 1.4, 1.0, rng.multinomial(n, bucket_probs(median_ms, sigma)).tolist())
 
 
 def metrics(minute: int, n: int, errors: int, hist: Histogram | None, memory: float | None = 0.5,
