@@ -78,7 +78,8 @@ def _phases(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
         label = f"phase {index + 1}"
         for key in ("name", "traffic", "duration", "max_extension", "min_requests"):
             if a.get(key) != b.get(key):
-                lines.append(f"{label} {key.replace('_', ' ')} {_value(a.get(key))} {ARROW} {_value(b.get(key))}")
+                field = key.replace("_", " ")
+                lines.append(f"{label} {field} {_value(a.get(key))} {ARROW} {_value(b.get(key))}")
         added = [c for c in b["criteria"] if c not in a["criteria"]]
         removed = [c for c in a["criteria"] if c not in b["criteria"]]
         if added:
@@ -153,9 +154,11 @@ def _freeze(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     new_windows = {_window(w): w for w in new["windows"]}
     for key, window in new_windows.items():
         if key not in old_windows:
-            lines.append(f"added freeze window {key}" + (f" ({window['reason']})" if window["reason"] else ""))
+            reason = f" ({window['reason']})" if window["reason"] else ""
+            lines.append(f"added freeze window {key}{reason}")
         elif old_windows[key]["reason"] != window["reason"]:
-            lines.append(f"freeze window {key} reason '{old_windows[key]['reason']}' {ARROW} '{window['reason']}'")
+            before = old_windows[key]["reason"]
+            lines.append(f"freeze window {key} reason '{before}' {ARROW} '{window['reason']}'")
     for key in old_windows:
         if key not in new_windows:
             lines.append(f"removed freeze window {key}")
@@ -201,7 +204,8 @@ def _overrides(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str
             elif path not in before:
                 lines.append(f"override for {key} now sets {path} {_value(after[path])}")
             elif before[path] != after[path]:
-                lines.append(f"override for {key}: {path} {_value(before[path])} {ARROW} {_value(after[path])}")
+                change = f"{_value(before[path])} {ARROW} {_value(after[path])}"
+                lines.append(f"override for {key}: {path} {change}")
     for key in old_by:
         if key not in new_by:
             lines.append(f"removed override for {key}")

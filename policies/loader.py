@@ -84,7 +84,8 @@ def load_policy_text(text: str, filename: str = "<policy>") -> Policy:
         issues += _partial_checks(filename, doc, field_errors)
         override_issues = _check_overrides(filename, doc, base_errors)
         if not override_issues:  # keep the model's own override complaint if ours found nothing
-            issues += [_from_error(filename, doc, e, ()) for e in exc.errors() if e["type"] in _LOADER_CHECKED]
+            issues += [_from_error(filename, doc, e, ()) for e in exc.errors()
+                       if e["type"] in _LOADER_CHECKED]
         issues += override_issues
     if issues or policy is None:
         raise PolicyError(issues)
@@ -182,7 +183,7 @@ def _full_loc(error: Any) -> Path:
 def _from_error(filename: str, doc: Document, error: Any, prefix: Path) -> PolicyIssue:
     loc = _data_path(doc, prefix, _full_loc(error))
     kind = error["type"]
-    found, position = doc.locate(loc, key=kind == "extra_forbidden")
+    _, position = doc.locate(loc, key=kind == "extra_forbidden")
     return _issue(filename, position, loc, _message(error, loc))
 
 

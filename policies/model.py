@@ -188,7 +188,8 @@ class Comparison(_Model):
 class Evidence(_Model):
     min_requests: int = Field(ge=0, description="Canary requests a phase needs before it may pass.")
     late_data_grace: Duration = Field(300.0, description="How long to wait for a minute's data.")
-    max_data_gap: Duration = Field(600.0, description="Missing data longer than this triggers on_missing_data.")
+    max_data_gap: Duration = Field(600.0, description="Missing data longer than this triggers "
+                                   "on_missing_data.")
     on_missing_data: FailureAction = "hold"
     on_extension_exhausted: FailureAction = "rollback"
 
@@ -267,7 +268,8 @@ class Freeze(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: 'America' is a dir
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as 'Europe/London')") from None
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name such as 'Europe/London')") from None
         return value
 
     def active_window(self, when: datetime) -> FreezeWindow | None:
@@ -354,7 +356,8 @@ class PolicyBody(_Model):
                                (len(phases) - 1, "traffic"))
         for index, phase in enumerate(phases[:-1]):
             if phase.duration is None:
-                raise policy_error("phase_duration", f"phase {index + 1} needs a duration", (index, "duration"))
+                raise policy_error("phase_duration", f"phase {index + 1} needs a duration",
+                                   (index, "duration"))
         return phases
 
     def phase_name(self, index: int) -> str:
@@ -374,7 +377,8 @@ class Policy(PolicyBody):
         for j, second in enumerate(self.overrides):
             for i in range(j):
                 if self.overrides[i].match.may_overlap(second.match):
-                    raise policy_error("ambiguous_overrides", ambiguity_message(i, j), ("overrides", j, "match"))
+                    raise policy_error("ambiguous_overrides", ambiguity_message(i, j),
+                                       ("overrides", j, "match"))
         if self.overrides:
             base = self.model_dump(mode="json", exclude={"overrides", "name", "version"})
             for i, override in enumerate(self.overrides):

@@ -91,7 +91,8 @@ def parse(text: str) -> Document:
         message = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             started = exc.context_mark
-            since = f" (started on line {started.line + 1})" if started and mark and started.line != mark.line else ""
+            moved = started is not None and mark is not None and started.line != mark.line
+            since = f" (started on line {started.line + 1})" if moved else ""
             message = f"{exc.problem}, {exc.context}{since}"
         raise YamlSyntaxError(Problem((), where, f"YAML syntax error: {message}")) from None
     except YAMLError as exc:  # e.g. ReaderError for control characters

@@ -85,14 +85,16 @@ def test_base_and_default_policies_load() -> None:
 def test_default_policy_encodes_the_runbook_tables() -> None:
     policy = load_default_policy()
     # Traffic Splitting Strategy: 5% 10 min, 25% 15 min, 50% 15 min, then 100%.
-    assert [(p.percent, p.duration) for p in policy.phases] == [(5, 600.0), (25, 900.0), (50, 900.0), (100, None)]
+    schedule = [(p.percent, p.duration) for p in policy.phases]
+    assert schedule == [(5, 600.0), (25, 900.0), (50, 900.0), (100, None)]
     first, second, third, _ = policy.phases
     assert "error_rate" in first.criteria and "latency_p99" not in first.criteria
     assert {"error_rate", "latency_p99"} <= set(second.criteria)
     assert {"error_rate", "no_alerts"} <= set(third.criteria) and "latency_p99" not in third.criteria
     # Key Metrics to Watch.
     km = policy.key_metrics
-    assert (km.error_rate.normal, km.error_rate.warning, km.error_rate.critical) == pytest.approx((0.001, 0.005, 0.01))
+    errors = km.error_rate
+    assert (errors.normal, errors.warning, errors.critical) == pytest.approx((0.001, 0.005, 0.01))
     assert (km.latency_p99.normal, km.latency_p99.warning, km.latency_p99.critical) == (500.0, 1000.0, 2000.0)
     mem = km.memory_utilization
     assert (mem.normal, mem.warning, mem.critical) == pytest.approx((0.80, 0.85, 0.95))
@@ -234,7 +236,8 @@ def test_alias_bomb_and_self_reference_are_errors_not_crashes() -> None:
 
 def test_anchors_and_merge_keys_work() -> None:
     text = _replace("  memory_utilization:\n    normal: 80%\n    warning: 85%\n    critical: 95%\n",
-                    "  memory_utilization:\n    <<: {normal: 80%, warning: 85%, critical: 99%}\n    critical: 95%\n")
+                    "  memory_utilization:\n    <<: {normal: 80%, warning: 85%, critical: 99%}\n"
+                    "    critical: 95%\n")
     text = _replace("criteria: [error_rate]", "criteria: &first [error_rate]", text)
     text = _replace("criteria: [error_rate, no_alerts]", "criteria: *first", text)
     policy = load_policy_text(text, "p.yaml")

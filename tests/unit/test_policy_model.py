@@ -27,7 +27,8 @@ def test_for_service_applies_the_matching_override_only() -> None:
     policy = _with_overrides(
         {"match": {"service": "ai-service"},
          "policy": {"key_metrics": {"latency_p99": {"normal": "2s", "warning": "4s", "critical": "8s"}}}},
-        {"match": {"labels": {"tier": "batch"}, "service": "reports"}, "policy": {"evidence": {"min_requests": 20}}},
+        {"match": {"labels": {"tier": "batch"}, "service": "reports"},
+         "policy": {"evidence": {"min_requests": 20}}},
     )
     ai = policy.for_service("ai-service")
     assert ai.key_metrics.latency_p99.normal == 2000.0
