@@ -65,7 +65,8 @@ def build_traffic(settings: Settings, clients: LiveClients, clock: Any, rng: ran
 
 
 def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_after: datetime | None = None,
-             out: TextIO | None = None) -> int:
+             out: TextIO | None = None, clock: Any = None, install_signals: bool = True,
+             on_started: Any = None) -> int:
     from google.cloud import pubsub_v1
 
     from actions.error_logs import CloudLoggingErrorLogs
@@ -81,7 +82,7 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
     from daemon.runner import Daemon, PolicyReloader
     from daemon.telemetry import PrometheusTelemetry
 
-    clock = SystemClock()
+    clock = clock or SystemClock()
     rng = random.Random()
     telemetry = PrometheusTelemetry()
     decision_log = DecisionLog(out, project=settings.project)
@@ -123,6 +124,7 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
     restore(engine, traffic, decision_log)
 
     def collect(at: datetime) -> None:
+        resync(engine, traffic, decision_log)
         if settings.metrics_mode == "pubsub":
             return
         active = [(Target(r.service, r.location, r.canary, r.baseline), r.started_at)
@@ -139,7 +141,10 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
                     before_tick=[collect], policy_reloader=reloader, stop_after=stop_after)
     health = HealthServer(settings.http_port, registry=telemetry.registry, ready=daemon.ready)
     health.start()
-    _install_signals(daemon, reloader)
+    if install_signals:
+        _install_signals(daemon, reloader)
+    if on_started is not None:
+        on_started(daemon, engine, health)
     decision_log.info("rollbackd started", project=settings.project, locations=list(settings.locations),
                       dry_run=settings.dry_run, kill_switch=settings.kill_switch, http_port=health.port)
     try:
@@ -181,6 +186,45 @@ def restore(engine: Any, traffic: Any, decision_log: Any) -> int:
             engine.submit(TrafficChanged(time=engine.clock.now(), service=view.name, canary_percent=observed,
                                          detail="found on start-up"))
     return restored
+
+
+def resync(engine: Any, traffic: Any, decision_log: Any) -> int:
+    """Adopt rollouts this replica does not know, or knows in an older form, from the annotations
+    (another replica started or finished them, or stopped). Decisions are deterministic functions of
+    the same Cloud Monitoring data, so replicas agree; the etag guard and idempotent updates make
+    sure a traffic change is applied once even when two replicas decide it."""
+    from actions.base import ActionError
+    from daemon.core.persist import AnnotationError, service_state_from_annotations
+
+    try:
+        views = traffic.list_services()
+    except ActionError as error:
+        decision_log.error(f"cannot list managed services: {error}")
+        return 0
+    adopted = 0
+    for view in views:
+        try:
+            found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
+                                                   engine.policy_for(view.name))
+        except AnnotationError:
+            continue
+        if found is None or found.rollout is None:
+            continue
+        with engine._lock:
+            local = engine.states.get(view.name)
+            rollout = local.rollout if local is not None else None
+            stale = (rollout is None
+                     or rollout.rollout_id != found.rollout.rollout_id
+                     or (rollout.status.active and not found.rollout.status.active)
+                     or found.rollout.phase_index > rollout.phase_index)
+            if not stale:
+                continue
+            if rollout is None and not found.rollout.status.active:
+                continue  # a finished rollout we never ran: nothing to do
+            engine.states[view.name] = found
+            engine.labels[view.name] = dict(view.labels)
+            adopted += 1
+    return adopted
 
 
 def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clients: LiveClients | None = None) -> int:
