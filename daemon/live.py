@@ -124,7 +124,8 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
     restore(engine, traffic, decision_log)
 
     def collect(at: datetime) -> None:
-        resync(engine, traffic, decision_log)
+        for adopted in resync(engine, traffic, decision_log):
+            poller.forget(Target(adopted.service, adopted.location, adopted.canary, adopted.baseline))
         if settings.metrics_mode == "pubsub":
             return
         active = [(Target(r.service, r.location, r.canary, r.baseline), r.started_at)
@@ -188,7 +189,7 @@ def restore(engine: Any, traffic: Any, decision_log: Any) -> int:
     return restored
 
 
-def resync(engine: Any, traffic: Any, decision_log: Any) -> int:
+def resync(engine: Any, traffic: Any, decision_log: Any) -> list[Any]:
     """Adopt rollouts this replica does not know, or knows in an older form, from the annotations
     (another replica started or finished them, or stopped). Decisions are deterministic functions of
     the same Cloud Monitoring data, so replicas agree; the etag guard and idempotent updates make
@@ -200,8 +201,8 @@ def resync(engine: Any, traffic: Any, decision_log: Any) -> int:
         views = traffic.list_services()
     except ActionError as error:
         decision_log.error(f"cannot list managed services: {error}")
-        return 0
-    adopted = 0
+        return []
+    adopted: list[Any] = []
     for view in views:
         try:
             found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
@@ -223,7 +224,7 @@ def resync(engine: Any, traffic: Any, decision_log: Any) -> int:
                 continue  # a finished rollout we never ran: nothing to do
             engine.states[view.name] = found
             engine.labels[view.name] = dict(view.labels)
-            adopted += 1
+            adopted.append(found.rollout)
     return adopted
 
 

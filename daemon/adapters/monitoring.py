@@ -248,6 +248,11 @@ class MetricsPoller:
         self.collector = collector
         self._cursor: dict[Target, datetime] = {}
 
+    def forget(self, target: Target | Sequence[Any]) -> None:
+        """Start this rollout's metrics again from its `since` at the next poll (a rollout adopted
+        from another replica needs its whole evidence re-derived)."""
+        self._cursor.pop(Target.of(target), None)
+
     def poll(self, active: Iterable[tuple[Target | Sequence[Any], datetime]]) -> CollectResult:
         wanted = {Target.of(t): _floor_minute(since) for t, since in active}
         # Forget rollouts that are no longer active (promoted, rolled back, stood down).
