@@ -165,7 +165,7 @@ class Engine:
     def _handle(self, event: Event, out: Outputs, pending: deque[Event], *, service: str | None = None,
                 received_at: datetime | None = None, journal_input: bool = True) -> None:
         name = service or getattr(event, "service", None)
-        if journal_input and not self.recovering:
+        if journal_input and not self.recovering and not isinstance(self.journal, NullJournal):
             record = _event_record(event)
             if received_at is not None:
                 record["received_at"] = _iso(received_at)
