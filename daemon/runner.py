@@ -74,7 +74,10 @@ class Daemon:
             source.start()
         try:
             while not self.stop_event.is_set():
-                at = self.next_tick_after(self.clock.now())
+                # Every boundary gets its tick, even after a stall: a skipped tick would be a minute
+                # the sandbox world never simulates and the collector never asks for.
+                at = (self.last_tick_at + self.tick_interval if self.last_tick_at is not None
+                      else self.next_tick_after(self.clock.now()))
                 if self.stop_after is not None and at > self.stop_after:
                     break
                 self.clock.sleep_until(at, self.stop_event)

@@ -17,6 +17,15 @@ from detectors.utilization import Cusum, InstanceRun, LevelRun
 from detectors.verdict import Outcome, Verdict
 
 
+# Promotion needs more than "not yet proven worse": a gating criterion PASSes only while its
+# evidence against the canary is weak (e-value below 10, i.e. the data are less than 10x likelier
+# under a regression than under a healthy canary). Between 10 and 1/alpha the rollout waits for more
+# data instead of promoting a canary that is probably bad but not yet proven so. Under a healthy
+# canary an e-process reaches 10 with probability at most 10% ever (Ville) and typically sinks
+# towards 0, so this rarely delays a good canary.
+PROMOTION_EVIDENCE = 10.0
+
+
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:.3g}%"
 
@@ -52,6 +61,10 @@ def level_verdict(*, what: str, n: float, k_critical: float, k_warning: float, k
         return Verdict(Outcome.INCONCLUSIVE, _exp(log_norm), threshold, observed,
                        f"Canary {what} is above normal ({norm_t}) but not shown past warning "
                        f"(observed {observed_text}).", info)
+    if log_norm >= math.log(min(PROMOTION_EVIDENCE, threshold)):
+        return Verdict(Outcome.INCONCLUSIVE, _exp(log_norm), threshold, observed,
+                       f"Canary {what} {observed_text} leans above normal ({norm_t}, e-value "
+                       f"{_exp(log_norm):.3g} >= {PROMOTION_EVIDENCE:g}): waiting for more data.", info)
     if phase_n < min_n:
         return Verdict(Outcome.INCONCLUSIVE, _exp(log_norm), threshold, observed,
                        f"Canary {what} {observed_text} so far; {phase_n:.0f} of {min_n:.0f} requests "
@@ -81,6 +94,10 @@ def ratio_verdict(*, what: str, state: RatioState, spec: RatioSpec, alpha: float
         return Verdict(Outcome.FAIL, e, threshold, ratio,
                        f"Canary {what} is more than {spec.r0:g}x the baseline's (observed {ratio_text}, "
                        f"e-value {e:.3g} >= {threshold:.3g}).", info)
+    if e >= min(PROMOTION_EVIDENCE, threshold):
+        return Verdict(Outcome.INCONCLUSIVE, e, threshold, ratio,
+                       f"Canary {what} leans above {spec.r0:g}x the baseline's (observed {ratio_text}, "
+                       f"e-value {e:.3g} >= {PROMOTION_EVIDENCE:g}): waiting for more data.", info)
     return Verdict(Outcome.PASS, e, threshold, ratio,
                    f"No evidence canary {what} exceeds {spec.r0:g}x the baseline's "
                    f"(observed {ratio_text}, e-value {e:.3g} < {threshold:.3g}).", info)
