@@ -51,6 +51,11 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
             return Step(state=state, note="duplicate event")
         state = state.remember(key)
     present = now or getattr(event, "time", None)
+    rollout = state.rollout
+    if (rollout is not None and isinstance(event, (Alert, Command, TrafficChanged))
+            and event.time < rollout.started_at):
+        # From before this rollout began (a late redelivery): it cannot be about this canary.
+        return Step(state=state, note=f"{event.kind} from before the rollout started; ignored")
     try:
         if isinstance(event, Deploy):
             return _on_deploy(state, event, policy, actions_enabled)
