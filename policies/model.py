@@ -191,7 +191,10 @@ class Evidence(_Model):
     max_data_gap: Duration = Field(600.0, description="Missing data longer than this triggers "
                                    "on_missing_data.")
     on_missing_data: FailureAction = "hold"
-    on_extension_exhausted: FailureAction = "rollback"
+    on_extension_exhausted: FailureAction = "hold"
+    canary_warmup: Duration = Field(0.0, description="After the canary first gets traffic, its latency "
+                                    "is left out of the latency criteria for this long (cold starts); "
+                                    "its errors always count. E.g. '3m'.")
 
 
 class Alerts(_Model):

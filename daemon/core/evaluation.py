@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -107,6 +107,7 @@ class Evidence:
     cpu: LevelRun = LevelRun()
     instances: InstanceRun = InstanceRun()
     memory_drift: Cusum = Cusum()
+    canary_since: datetime | None = None  # start of the first minute the canary served requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,13 @@ def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidenc
     changes: dict[str, Any] = {"last_end": sample.end, "minutes": evidence.minutes + 1}
     ph_changes: dict[str, Any] = {"minutes": ph.minutes + 1}
 
+    # Cold starts: the canary's latency during its first `canary_warmup` of traffic is left out of the
+    # latency criteria (errors always count).
+    since = evidence.canary_since
+    if since is None and canary is not None and canary.requests > 0:
+        since = sample.end - timedelta(seconds=canary.interval_s)
+        changes["canary_since"] = since
+    warming = since is not None and (sample.end - since).total_seconds() <= policy.evidence.canary_warmup
     if canary is not None:
         n, k = canary.requests, canary.errors
         changes.update(canary_requests=evidence.canary_requests + n, canary_errors=evidence.canary_errors + k)
@@ -201,7 +209,7 @@ def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidenc
             changes["cpu"] = evidence.cpu.update(canary.cpu_utilization, cpu.normal, cpu.warning, cpu.critical)
         changes["instances"] = evidence.instances.update(canary.instance_count, canary.max_instances)
         hist = canary.latency
-        if hist is not None and hist.total > 0:
+        if hist is not None and hist.total > 0 and not warming:
             counts = np.asarray(hist.counts, dtype=float)
             lat = km.latency_p99
             changes.update(
@@ -224,7 +232,7 @@ def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidenc
                 evidence.error_spec, canary.errors, canary.requests, baseline.errors, baseline.requests)
         changes["memory_drift"] = evidence.memory_drift.update(
             canary.memory_utilization, baseline.memory_utilization, policy.comparison.memory.allowed_increase)
-    _observe_slow_ratio(evidence, policy, canary, baseline, changes)
+    _observe_slow_ratio(evidence, policy, None if warming else canary, baseline, changes)
     changes["phase"] = _replace(ph, **ph_changes)
     return _replace(evidence, **changes)
 
