@@ -18,7 +18,8 @@ BANNED_MODULES = ("google", "threading", "asyncio", "socket", "subprocess", "pyd
 
 def test_the_modules_exist() -> None:
     names = {p.name for p in MODULES}
-    assert {"intake.py", "codec.py", "intake_native.py", "intake_audit.py", "intake_incident.py"} <= names
+    assert {"intake.py", "codec.py", "intake_native.py", "intake_distribution.py", "intake_audit.py",
+            "intake_incident.py", "intake_fields.py"} <= names
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
