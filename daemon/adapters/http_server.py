@@ -1,0 +1,114 @@
+"""The daemon's small HTTP server: Prometheus `/metrics`, `/healthz` and `/readyz`.
+
+`daemon.bootstrap` starts one `HealthServer` for `rollbackd run` (live and sandbox) on the configured
+port; the Dockerfile's HEALTHCHECK and Cloud Run's probes call it.
+
+- `GET /metrics`: `prometheus_client.generate_latest(registry)` in the text exposition format.
+- `GET /healthz`: 200 "ok" while the process is alive (`alive()` lets the caller report a wedged
+  engine loop as 503); it never looks at Google, so a Pub/Sub outage does not get the
+  container restarted.
+- `GET /readyz`: 200 "ready: <reason>" when `ready()` returns `(True, reason)`, else 503 with the
+  reason (for example "disconnected from projects/p/subscriptions/rollbackd: stream: NOT_FOUND ...").
+  A probe that raises is reported as 503, never as a traceback.
+
+Plain `http.server.ThreadingHTTPServer` in a daemon thread: three read-only endpoints need no
+framework, and a slow scrape cannot block the engine. Port 0 picks a free port (see `.port`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+from prometheus_client import exposition
+from prometheus_client import generate_latest
+
+# generate_latest() writes the classic text format 0.0.4; prometheus_client >= 0.22 moved
+# CONTENT_TYPE_LATEST to 1.0.0, which would mislabel it, so name the format explicitly.
+METRICS_CONTENT_TYPE: str = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4",
+                                    "text/plain; version=0.0.4; charset=utf-8")
+
+LOG = logging.getLogger("rollbackd.http")
+
+TEXT = "text/plain; charset=utf-8"
+
+
+class HealthServer:
+    """Serves /metrics, /healthz and /readyz until `stop()`."""
+
+    def __init__(self, port: int, *, registry: Any, ready: Callable[[], tuple[bool, str]],
+                 alive: Callable[[], bool] = lambda: True, host: str = "0.0.0.0") -> None:
+        self._registry = registry
+        self._ready = ready
+        self._alive = alive
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # One short response per request; HTTP/1.0 closes the connection so no thread lingers.
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+                status, content_type, body = server.respond(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                status, content_type, body = server.respond(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+                return None  # probes every few seconds would drown the decision log
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self.host = host
+        self.port: int = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="health-http", daemon=True)
+        self._thread.start()
+
+    def respond(self, raw_path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one GET; also usable without a socket."""
+        path = raw_path.split("?", 1)[0]
+        if path == "/metrics":
+            try:
+                return 200, METRICS_CONTENT_TYPE, generate_latest(self._registry)
+            except Exception as exc:  # noqa: BLE001 - a broken collector must not kill the server
+                LOG.error("/metrics failed: %s: %s", type(exc).__name__, exc)
+                return 500, TEXT, f"metrics unavailable: {type(exc).__name__}\n".encode()
+        if path == "/healthz":
+            try:
+                alive = bool(self._alive())
+            except Exception as exc:  # noqa: BLE001
+                return 503, TEXT, f"not alive: {type(exc).__name__}: {exc}\n".encode()
+            return (200, TEXT, b"ok\n") if alive else (503, TEXT, b"not alive\n")
+        if path == "/readyz":
+            try:
+                ok, reason = self._ready()
+            except Exception as exc:  # noqa: BLE001
+                return 503, TEXT, f"not ready: readiness check failed: {type(exc).__name__}: {exc}\n".encode()
+            if ok:
+                return 200, TEXT, f"ready: {reason}\n".encode() if reason else b"ready\n"
+            return 503, TEXT, f"not ready: {reason}\n".encode()
+        return 404, TEXT, b"not found: try /metrics, /healthz or /readyz\n"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5.0)
+
+
+__all__ = ["HealthServer"]
