@@ -191,7 +191,7 @@ class PubSubEventSource:
         """Check the subscription exists, then open the stream. Returns the connect time or None."""
         try:
             self._client = self._factory()
-            self._client.get_subscription(subscription=self.subscription_path, timeout=self.probe_timeout_s)
+            self._probe()
             future = self._client.subscribe(self.subscription_path, self._on_message, flow_control=self._flow)
         except Exception as exc:  # noqa: BLE001 - every failure here means: back off and retry
             self._failed(exc, "connect")
@@ -204,6 +204,12 @@ class PubSubEventSource:
         LOG.info("subscribed to %s", self.subscription_path)
         return self._clock.monotonic()
 
+    def _probe(self) -> None:
+        # retry=None: the GAPIC default retries UNAVAILABLE for 60 s whatever the timeout says; this
+        # loop has its own backoff and must notice an outage within probe_timeout_s.
+        self._client.get_subscription(subscription=self.subscription_path, timeout=self.probe_timeout_s,
+                                      retry=None)
+
     def _watch(self) -> None:
         """Wait for stop or the end of the stream; probe the subscription meanwhile."""
         future = self._future
@@ -212,7 +218,7 @@ class PubSubEventSource:
             if self._stop.is_set() or future.done():
                 break
             try:
-                self._client.get_subscription(subscription=self.subscription_path, timeout=self.probe_timeout_s)
+                self._probe()
             except Exception as exc:  # noqa: BLE001 - not ready until it answers again
                 self._failed(exc, "probe")
                 if isinstance(exc, gexc.NotFound):
