@@ -323,7 +323,10 @@ def publish_events(publisher_client: Any, topic_path: str, events_json: Iterable
             ids.append(str(future.result(timeout=timeout_s)))
         except Exception:
             if key:
-                publisher_client.resume_publish(topic_path, key)
+                try:  # a failed publish pauses its key; a timeout does not, and resuming it then raises
+                    publisher_client.resume_publish(topic_path, key)
+                except Exception:  # noqa: BLE001 - the original error is the one worth reporting
+                    pass
             raise
     return ids
 
