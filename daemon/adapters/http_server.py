@@ -71,9 +71,17 @@ class HealthServer:
         self._httpd.daemon_threads = True
         self.host = host
         self.port: int = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="health-http", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.start()
+
+    def start(self) -> "HealthServer":
+        """Serve in a daemon thread. The constructor already calls it; calling it again is a no-op."""
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                            name="health-http", daemon=True)
+            self._thread.start()
+        return self
 
     def respond(self, raw_path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for one GET; also usable without a socket."""
@@ -106,9 +114,14 @@ class HealthServer:
         return f"http://{host}:{self.port}"
 
     def stop(self) -> None:
-        self._httpd.shutdown()
+        """Stop serving and release the port. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(5.0)
         self._httpd.server_close()
-        self._thread.join(5.0)
 
 
 __all__ = ["HealthServer"]

@@ -53,6 +53,7 @@ def test_port_zero_picks_a_free_port_and_two_servers_coexist(served) -> None:
     other = HealthServer(0, registry=CollectorRegistry(), ready=lambda: (True, ""), host="127.0.0.1")
     try:
         assert server.port > 0 and other.port > 0 and server.port != other.port
+        assert other.start() is other  # the daemon calls start() again after building it: harmless
         assert get(other.url + "/readyz")[0] == 200
     finally:
         other.stop()
