@@ -53,7 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args.config, {"policy": args.policy, "dry_run": True if args.dry_run else None,
                                        "http_port": args.metrics_port})
     from daemon.live import run_live
-    return run_live(settings)
+    from policies.loader import PolicyError
+    try:
+        return run_live(settings)
+    except PolicyError as error:  # the configured policy file is missing or invalid: a wrong setting
+        raise CliError(f"invalid policy: {error}")
 
 
 def _settings(path: str | None, overrides: dict[str, Any]) -> Any:
