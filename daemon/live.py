@@ -136,8 +136,10 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
         if not result.ok:  # never healthy: the minutes stay missing and the core holds
             decision_log.error(f"Cloud Monitoring collection failed: {result.error}", code=result.error_code)
 
+    # Wall clock for the source: its probes and reconnect backoff are network business, and a
+    # running VirtualClock (tests, --speed) would turn a 15 s probe interval into a busy loop.
     source = PubSubEventSource(pubsub_v1.SubscriberClient, settings.subscription_path, handle=dispatcher.handle,
-                               clock=clock, rng=rng, on_error=telemetry.api_error)
+                               clock=SystemClock(), rng=rng, on_error=telemetry.api_error)
     daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=[source],
                     before_tick=[collect], policy_reloader=reloader, stop_after=stop_after)
     health = HealthServer(settings.http_port, registry=telemetry.registry, ready=daemon.ready)
