@@ -1,0 +1,651 @@
+"""Harness for running the live daemon end to end against the fakes (tests, benchmarks, reliability).
+
+The daemon under test is the production `daemon.live.run_live` with the real google-cloud clients:
+Cloud Run, Monitoring and Logging go to the in-process gRPC fakes (through the `*_endpoint`
+settings), Pub/Sub to the real emulator (PUBSUB_EMULATOR_HOST). Only the clock is virtual, so a
+rollout with 2-minute phases takes seconds.
+
+Building blocks (each usable on its own):
+- `Fakes(clock)`: the three gRPC fakes, started and stopped together; `add_managed_service`,
+  `deploy_canary` set up a service the way gcloud would.
+- `Topics.create(prefix)`: a fresh events topic + subscription and notification topic + subscription
+  on the emulator (names are unique: the emulator lives for the whole session).
+- `live_settings(...)`: `Settings` pointing at the fakes and topics; `write_config` turns them into a
+  YAML file for `rollbackd run --config` / `rollbackd status --config`.
+- `audit_replace_service(...)`: a v1 ReplaceService audit entry (gcp-formats.md example (a)), and
+  `publish_deploy` / `publish_json` to put events on the emulator.
+- `TrafficFeeder`: every virtual minute, per-revision metrics that follow the Cloud Run fake's
+  CURRENT traffic split, written to the Monitoring fake (`monitoring_sink`) or published as native
+  `metrics` events (`pubsub_sink`).
+- `LiveDaemon`: `run_live` in a thread (install_signals=False), with its decision log captured,
+  `engine`/`daemon`/`health` handles, `/metrics` scraping and `stop()`.
+- `LiveProcess`: the same daemon in a subprocess (`python -m tests.integration.live_harness run`)
+  on a virtual clock shared with the test process, for SIGKILL/restart trials; `run_cli` runs the
+  real `rollbackd` command line.
+
+Virtual time across processes: `SharedClock.spec()` gives (start, speed, monotonic anchor); since
+`time.monotonic()` is the system-wide CLOCK_MONOTONIC on Linux, a subprocess rebuilding the clock
+from the spec reads the same virtual time as the test (to within microseconds).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from daemon.clock import VirtualClock, format_rfc3339, parse_rfc3339
+from daemon.core.codec import event_to_json
+from daemon.core.events import Metrics
+from daemon.settings import Settings
+from detectors.histogram import Histogram
+
+REPO = Path(__file__).resolve().parents[2]
+SHORT_POLICY = str(Path(__file__).resolve().parent / "policies" / "short.yaml")
+PROJECT = "shop-e2e"
+LOCATION = "europe-west1"
+PRINCIPAL = "rollbackd@shop-e2e.iam.gserviceaccount.com"
+DEPLOYER = "ci-deploy@shop-e2e.iam.gserviceaccount.com"
+# A Tuesday afternoon: outside any weekend freeze a policy might carry.
+START = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
+MANAGED = {"rollbackd": "enabled"}
+_names = itertools.count()
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str = "condition",
+               interval_s: float = 0.05) -> Any:
+    """Poll `condition` (wall time) until it returns something truthy; AssertionError on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+# --- clock ------------------------------------------------------------------------------------------
+class SharedClock(VirtualClock):
+    """A running VirtualClock that another process can rebuild from `spec()` (see module doc)."""
+
+    def __init__(self, start: datetime = START, speed: float = 60.0, anchor: float | None = None) -> None:
+        anchor = time.monotonic() if anchor is None else anchor
+        # Virtual time at this instant, given that `start` was the virtual time at `anchor`.
+        super().__init__(start + timedelta(seconds=(time.monotonic() - anchor) * speed), speed)
+        self.start, self.anchor = start, anchor
+
+    def spec(self) -> dict[str, Any]:
+        return {"start": format_rfc3339(self.start), "speed": self.speed, "anchor": self.anchor}
+
+    @staticmethod
+    def from_spec(spec: Mapping[str, Any]) -> "SharedClock":
+        return SharedClock(parse_rfc3339(spec["start"]), float(spec["speed"]), float(spec["anchor"]))
+
+
+# --- fakes ------------------------------------------------------------------------------------------
+class Fakes:
+    """Cloud Run, Monitoring and Logging fakes on loopback; `with Fakes(clock) as fakes:`."""
+
+    def __init__(self, clock: Any, *, project: str = PROJECT, location: str = LOCATION) -> None:
+        from tests.fakes.cloud_run import CloudRunFake
+        from tests.fakes.logging_fake import LoggingFake
+        from tests.fakes.monitoring import FakeMonitoring
+
+        self.project, self.location, self.clock = project, location, clock
+        self.cloud_run = CloudRunFake()
+        self.monitoring = FakeMonitoring(project=project, location=location, clock=clock)
+        self.logging = LoggingFake()
+
+    def start(self) -> "Fakes":
+        self.cloud_run.start()
+        self.monitoring.start()
+        self.logging.start()
+        return self
+
+    def stop(self) -> None:
+        for fake in (self.cloud_run, self.monitoring, self.logging):
+            fake.stop()
+
+    def __enter__(self) -> "Fakes":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def add_managed_service(self, service: str, baseline: str, *, labels: Mapping[str, str] = MANAGED) -> str:
+        """A service serving 100% on `baseline`, labelled for rollbackd."""
+        return self.cloud_run.add_service(service, self.project, self.location, revisions=[baseline],
+                                          labels=dict(labels))
+
+    def deploy_canary(self, service: str, revision: str) -> None:
+        """`gcloud run deploy SERVICE --no-traffic --tag=canary`: the new revision at 0%, tagged."""
+        self.cloud_run.deploy_revision(service, revision, tag="canary")
+
+    def seed_error_logs(self, service: str, revision: str, messages: list[str], at: datetime) -> None:
+        """ERROR lines the bad revision wrote (what rollback captures from Cloud Logging)."""
+        for n, message in enumerate(messages):
+            self.logging.add_entry(project=self.project, service=service, revision=revision, severity="ERROR",
+                                   message=message, timestamp=at + timedelta(seconds=n % 50),
+                                   location=self.location)
+
+
+# --- Pub/Sub ----------------------------------------------------------------------------------------
+@dataclass
+class Topics:
+    """An events topic + subscription (the daemon's) and a notification topic + subscription (the
+    test's), fresh on the emulator."""
+
+    events: str
+    subscription: str
+    notify: str
+    notify_subscription: str
+    project: str = PROJECT
+
+    @staticmethod
+    def create(prefix: str = "e2e", project: str = PROJECT) -> "Topics":
+        from daemon.adapters.pubsub_source import ensure_subscription, make_publisher, make_subscriber
+
+        tag = f"{prefix}-{uuid.uuid4().hex[:8]}-{next(_names)}"
+        topics = Topics(f"projects/{project}/topics/events-{tag}", f"projects/{project}/subscriptions/rollbackd-{tag}",
+                        f"projects/{project}/topics/notify-{tag}", f"projects/{project}/subscriptions/notify-{tag}",
+                        project)
+        publisher, subscriber = make_publisher(), make_subscriber()
+        try:
+            ensure_subscription(publisher, subscriber, topics.events, topics.subscription, ordering=True)
+            ensure_subscription(publisher, subscriber, topics.notify, topics.notify_subscription, ordering=True)
+        finally:
+            subscriber.close()
+        return topics
+
+    def pull_notifications(self, want: int, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+        """Pull (and ack) notification messages until `want` arrived or the time is up."""
+        from google.api_core import exceptions as gexc
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(out) < want and time.monotonic() < deadline:
+                try:
+                    response = subscriber.pull(request={"subscription": self.notify_subscription,
+                                                        "max_messages": 100}, timeout=3)
+                except gexc.DeadlineExceeded:
+                    continue
+                if response.received_messages:
+                    subscriber.acknowledge(request={"subscription": self.notify_subscription,
+                                                    "ack_ids": [m.ack_id for m in response.received_messages]})
+                for received in response.received_messages:
+                    body = json.loads(received.message.data)
+                    body["_attributes"] = dict(received.message.attributes)
+                    out.append(body)
+        finally:
+            subscriber.close()
+        return out
+
+
+class Publisher:
+    """One ordered PublisherClient for a test; events keyed by service, as production publishes."""
+
+    def __init__(self, topic: str) -> None:
+        from daemon.adapters.pubsub_source import make_publisher
+
+        self.topic = topic
+        self.client = make_publisher()
+
+    def publish_json(self, body: Mapping[str, Any], *, key: str = "", attributes: Mapping[str, str] | None = None,
+                     wait: bool = True) -> Any:
+        future = self.client.publish(self.topic, json.dumps(body, sort_keys=True).encode(), ordering_key=key,
+                                     **dict(attributes or {}))
+        return future.result(timeout=30) if wait else future
+
+    def publish_deploy(self, entry: Mapping[str, Any]) -> str:
+        service = entry["resource"]["labels"]["service_name"]
+        return str(self.publish_json(entry, key=service,
+                                     attributes={"logging.googleapis.com/timestamp": entry["timestamp"]}))
+
+    def publish_metrics(self, metrics: Metrics, wait: bool = True) -> Any:
+        return self.publish_json(event_to_json(metrics), key=metrics.service, attributes={"type": "metrics"},
+                                 wait=wait)
+
+
+def audit_replace_service(service: str, revision: str, baseline: str, at: datetime, *, project: str = PROJECT,
+                          location: str = LOCATION, principal: str = DEPLOYER,
+                          generation: int = 41) -> dict[str, Any]:
+    """The LogEntry a log sink delivers for `gcloud run deploy SERVICE --no-traffic --tag=canary`
+    (gcp-formats.md example (a), with this test's names and times)."""
+    stamp = format_rfc3339(at)
+    return {
+        "insertId": uuid.uuid4().hex[:10],
+        "logName": f"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": principal},
+            "methodName": "google.cloud.run.v1.Services.ReplaceService",
+            "serviceName": "run.googleapis.com",
+            "resourceName": f"namespaces/{project}/services/{service}",
+            "request": {
+                "@type": "type.googleapis.com/google.cloud.run.v1.ReplaceServiceRequest",
+                "name": f"projects/{project}/locations/{location}/services/{service}",
+                "region": location,
+                "service": {
+                    "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                    "metadata": {"name": service, "namespace": "123456789012", "generation": generation,
+                                 "labels": {"cloud.googleapis.com/location": location}},
+                    "spec": {"template": {"metadata": {"name": revision},
+                                          "spec": {"containers": [{"image": f"{location}-docker.pkg.dev/"
+                                                                   f"{project}/app/{service}@sha256:9f2c"}]}},
+                             "traffic": [{"revisionName": baseline, "percent": 100},
+                                         {"revisionName": revision, "tag": "canary"}]}}},
+            "requestMetadata": {"callerSuppliedUserAgent": "google-cloud-sdk gcloud/528.0.0 command/gcloud.run.deploy"},
+            "resourceLocation": {"currentLocations": [location]},
+            "response": {
+                "@type": "type.googleapis.com/google.cloud.run.v1.Service",
+                "metadata": {"name": service, "generation": generation + 1},
+                "status": {"observedGeneration": generation, "latestCreatedRevisionName": baseline,
+                           "latestReadyRevisionName": baseline,
+                           "traffic": [{"revisionName": baseline, "percent": 100}]}},
+        },
+        "receiveTimestamp": stamp,
+        "resource": {"type": "cloud_run_revision",
+                     "labels": {"project_id": project, "service_name": service, "location": location,
+                                "configuration_name": "", "revision_name": ""}},
+        "severity": "NOTICE",
+        "timestamp": stamp,
+    }
+
+
+# --- settings ---------------------------------------------------------------------------------------
+def live_settings(fakes: Fakes, topics: Topics, journal: str | os.PathLike[str], **overrides: Any) -> Settings:
+    """Settings for `run_live` against the fakes: short test policy, ephemeral /metrics port,
+    one-minute ticks, Monitoring minutes counted complete after 60 s."""
+    values: dict[str, Any] = dict(
+        project=fakes.project, locations=(fakes.location,), subscription=topics.subscription,
+        events_topic=topics.events, notify_topic=topics.notify, policy=SHORT_POLICY, principal=PRINCIPAL,
+        metrics_mode="monitoring", http_port=0, journal=str(journal), tick_interval=60, monitoring_settle=60,
+        run_endpoint=fakes.cloud_run.address, monitoring_endpoint=fakes.monitoring.address,
+        logging_endpoint=fakes.logging.address)
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+def write_config(settings: Settings | Mapping[str, Any], path: str | os.PathLike[str]) -> str:
+    """The settings as a YAML config file (JSON is YAML) for `rollbackd run|status --config`."""
+    data = settings.model_dump(mode="json") if isinstance(settings, Settings) else dict(settings)
+    Path(path).write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return str(path)
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RevisionProfile:
+    """How one revision behaves: its 5xx share and log-normal latency."""
+
+    error_ratio: float = 0.0
+    latency_median_ms: float = 100.0
+    latency_sigma: float = 0.5
+    memory: float = 0.4
+
+
+LATENCY_LAYOUT = (64, 1.4, 1.0)  # exponential buckets: 1 ms x 1.4^k, up to ~2.2e9 ms
+
+
+def latency_histogram(n: int, profile: RevisionProfile, rng: np.random.Generator) -> Histogram | None:
+    """`n` requests' latencies as a Cloud Monitoring exponential distribution (multinomial over the
+    log-normal's bucket probabilities, so it costs the same for 10 or 10 million requests)."""
+    if n <= 0:
+        return None
+    buckets, growth, scale = LATENCY_LAYOUT
+    edges = [scale * growth ** k for k in range(buckets + 1)]
+    mu, sigma = math.log(profile.latency_median_ms), profile.latency_sigma
+    cdf = [0.5 * (1 + math.erf((math.log(e) - mu) / (sigma * math.sqrt(2)))) for e in edges]
+    probs = np.diff([0.0, *cdf, 1.0])
+    counts = rng.multinomial(n, np.clip(probs, 0, None) / probs.clip(0, None).sum())
+    return Histogram.exponential(buckets, growth, scale, [int(c) for c in counts])
+
+
+def monitoring_sink(fake: Any) -> Callable[[Metrics], None]:
+    """Write a `Metrics` minute into the Monitoring fake as Cloud Run would report it."""
+    def write(m: Metrics) -> None:
+        fake.add_minute(m.service, m.revision, m.time, by_class=dict(m.requests_by_class), latency_hist=m.latency,
+                        memory=m.memory_utilization, cpu=m.cpu_utilization, instances=m.instance_count,
+                        project=m.project or None, location=m.location or None)
+    return write
+
+
+def pubsub_sink(publisher: Publisher) -> Callable[[Metrics], None]:
+    """Publish each minute as a native `metrics` event (metrics_mode pubsub or both)."""
+    return lambda m: publisher.publish_metrics(m)
+
+
+@dataclass
+class _Fed:
+    profiles: dict[str, RevisionProfile]
+    rps: float
+
+
+class TrafficFeeder:
+    """Closed-loop traffic: at every virtual minute boundary T it reads each service's traffic split
+    from the Cloud Run fake and emits one `Metrics` minute (ending at T) per revision that had a
+    share, through `sink`. Requests ~ Poisson(rps x 60 x share), errors ~ Binomial. A revision at 0%
+    gets no points, as in Cloud Monitoring."""
+
+    def __init__(self, clock: Any, cloud_run: Any, sink: Callable[[Metrics], None], *, project: str = PROJECT,
+                 location: str = LOCATION, seed: int = 7) -> None:
+        self.clock, self.cloud_run, self.sink = clock, cloud_run, sink
+        self.project, self.location = project, location
+        self.rng = np.random.default_rng(seed)
+        self.services: dict[str, _Fed] = {}
+        self.minutes_fed = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, service: str, profiles: Mapping[str, RevisionProfile], rps: float = 20.0) -> None:
+        with self._lock:
+            self.services[service] = _Fed(dict(profiles), rps)
+
+    def set_profile(self, service: str, revision: str, profile: RevisionProfile) -> None:
+        with self._lock:
+            self.services[service].profiles[revision] = profile
+
+    def minute(self, at: datetime) -> list[Metrics]:
+        """Emit the minute ending at `at` for every fed service; returns what was emitted."""
+        emitted: list[Metrics] = []
+        with self._lock:
+            fed = {name: _Fed(dict(f.profiles), f.rps) for name, f in self.services.items()}
+        for service, f in fed.items():
+            split = self.cloud_run.traffic_of(service)
+            for revision, percent in split.items():
+                if percent <= 0:
+                    continue
+                profile = f.profiles.get(revision, RevisionProfile())
+                n = int(self.rng.poisson(f.rps * 60 * percent / 100))
+                errors = int(self.rng.binomial(n, profile.error_ratio)) if n else 0
+                classes = tuple((c, k) for c, k in (("2xx", n - errors), ("5xx", errors)) if k)
+                emitted.append(Metrics(time=at, service=service, revision=revision, interval_s=60,
+                                       requests_by_class=classes, latency=latency_histogram(n, profile, self.rng),
+                                       memory_utilization=profile.memory, cpu_utilization=0.3, instance_count=2,
+                                       project=self.project, location=self.location))
+        for m in emitted:
+            self.sink(m)
+        self.minutes_fed += 1
+        return emitted
+
+    def start(self) -> "TrafficFeeder":
+        self._thread = threading.Thread(target=self._run, name="traffic-feeder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        now = self.clock.now()
+        at = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        while not self._stop.is_set():
+            self.clock.sleep_until(at, self._stop)
+            if self._stop.is_set():
+                return
+            try:
+                self.minute(at)
+            except Exception as error:  # noqa: BLE001 - reported to the test, the feeder keeps going
+                self.errors.append(f"{at}: {type(error).__name__}: {error}")
+            at += timedelta(minutes=1)
+
+
+# --- the daemon in a thread -------------------------------------------------------------------------
+class LineBuffer(io.TextIOBase):
+    """A thread-safe text sink for the decision log; `lines()` returns complete lines so far."""
+
+    def __init__(self, echo: Any = None) -> None:
+        self._lock = threading.Lock()
+        self._parts: list[str] = []
+        self.echo = echo
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._parts.append(text)
+        if self.echo is not None:
+            self.echo.write(text)
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._parts)
+
+    def lines(self) -> list[str]:
+        text = self.text()
+        return text.split("\n")[:-1]
+
+
+def parse_log(lines: list[str]) -> list[dict[str, Any]]:
+    """JSON records of a decision log, without StructuredLogHandler's one-off diagnostic line."""
+    out = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        record = json.loads(line)
+        if "logging.googleapis.com/diagnostic" in record:
+            continue
+        out.append(record)
+    return out
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics on 127.0.0.1:port → {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return samples
+
+
+def http_status(port: int, path: str) -> int:
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+class LiveDaemon:
+    """`daemon.live.run_live` in a background thread: `with LiveDaemon(settings, clock) as d: ...`.
+
+    `start()` returns once the daemon has restored state and its health server listens (the
+    `on_started` hook). `stop()` asks the loop to finish and waits. The decision log (Cloud Logging
+    JSON lines) is captured in `out`; `records()`/`decisions()` parse it."""
+
+    def __init__(self, settings: Settings, clock: Any, *, clients: Any = None, echo: Any = None,
+                 stop_after: datetime | None = None) -> None:
+        self.settings, self.clock, self.clients, self.stop_after = settings, clock, clients, stop_after
+        self.out = LineBuffer(echo)
+        self.daemon: Any = None
+        self.engine: Any = None
+        self.health: Any = None
+        self.rc: int | None = None
+        self.error: BaseException | None = None
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _on_started(self, daemon: Any, engine: Any, health: Any) -> None:
+        self.daemon, self.engine, self.health = daemon, engine, health
+        self._started.set()
+
+    def _run(self) -> None:
+        from daemon.live import run_live
+
+        try:
+            self.rc = run_live(self.settings, clients=self.clients, out=self.out, clock=self.clock,
+                               install_signals=False, on_started=self._on_started, stop_after=self.stop_after)
+        except BaseException as error:  # noqa: BLE001 - surfaced to the test by start()/stop()
+            self.error = error
+        finally:
+            self._started.set()
+
+    def start(self, timeout_s: float = 30.0) -> "LiveDaemon":
+        self._thread = threading.Thread(target=self._run, name="run-live", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout_s):
+            raise AssertionError("run_live did not start in time")
+        if self.error is not None:
+            raise AssertionError(f"run_live failed to start: {type(self.error).__name__}: {self.error}")
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise AssertionError("run_live did not stop in time")
+        if self.error is not None:
+            raise AssertionError(f"run_live failed: {type(self.error).__name__}: {self.error}")
+
+    def __enter__(self) -> "LiveDaemon":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return int(self.health.port)
+
+    def records(self) -> list[dict[str, Any]]:
+        return parse_log(self.out.lines())
+
+    def decisions(self, service: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r.get("type") == "decision"
+                and (service is None or r.get("service") == service)]
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return scrape(self.port)
+
+    def status(self, service: str) -> str | None:
+        state = self.engine.states.get(service)
+        return state.rollout.status.value if state is not None and state.rollout is not None else None
+
+
+def journal_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of a journal file, rotated files first (a torn last line is skipped)."""
+    from daemon.adapters.journal import read_lines
+
+    return [json.loads(line) for line in read_lines(str(path)) if line.strip()]
+
+
+# --- subprocesses -----------------------------------------------------------------------------------
+def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment (PUBSUB_EMULATOR_HOST included), the repo on PYTHONPATH, no ROLLBACKD_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLBACKD_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run_cli(args: list[str], *, env: Mapping[str, str] | None = None, timeout_s: float = 120.0,
+            cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`rollbackd ARGS...` as a user runs it, output captured. Through the console-script entry point
+    (`daemon.cli:main`), not `python -m daemon.cli`: under -m the CLI module is `__main__`, a second
+    copy of `daemon.cli`, whose CliError is not the one the subcommands raise."""
+    return subprocess.run([sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main())",
+                           *args], capture_output=True, text=True,
+                          timeout=timeout_s, env=subprocess_env(env), cwd=str(cwd or REPO))
+
+
+class LiveProcess:
+    """`run_live` in a subprocess on a `SharedClock` (so it can be SIGKILLed and restarted):
+    `python -m tests.integration.live_harness run --config FILE --clock JSON`. Its stdout (the
+    decision log) goes to `log_path`."""
+
+    def __init__(self, config: str, clock: SharedClock, log_path: str | os.PathLike[str]) -> None:
+        self.config, self.clock, self.log_path = config, clock, Path(log_path)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "LiveProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.live_harness", "run", "--config", self.config,
+             "--clock", json.dumps(self.clock.spec())],
+            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=str(REPO))
+        log.close()
+        return self
+
+    def records(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1] \
+            if self.log_path.exists() else []
+        return parse_log([line for line in lines if line.startswith("{")])
+
+    def port(self, timeout_s: float = 30.0) -> int:
+        """The /metrics port from the "rollbackd started" line."""
+        def find() -> int | None:
+            for record in reversed(self.records()):
+                if record.get("message") == "rollbackd started":
+                    return int(record["http_port"])
+            return None
+        return int(wait_until(find, timeout_s, "the daemon's started line"))
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout_s)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Subprocess entry point: run_live with the config and a shared virtual clock."""
+    parser = argparse.ArgumentParser(prog="live_harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--config", required=True)
+    run.add_argument("--clock", required=True, help="SharedClock.spec() as JSON")
+    args = parser.parse_args(argv)
+    from daemon.live import run_live
+    from daemon.settings import load_settings
+
+    settings = load_settings(args.config, env={})
+    return run_live(settings, clock=SharedClock.from_spec(json.loads(args.clock)), install_signals=True)
+
+
+__all__ = ["DEPLOYER", "Fakes", "LOCATION", "LiveDaemon", "LiveProcess", "PRINCIPAL", "PROJECT", "Publisher",
+           "RevisionProfile", "SHORT_POLICY", "START", "SharedClock", "Topics", "TrafficFeeder",
+           "audit_replace_service", "http_status", "journal_records", "latency_histogram", "live_settings",
+           "monitoring_sink", "parse_log", "pubsub_sink", "run_cli", "scrape", "wait_until", "write_config"]
+
+if __name__ == "__main__":
+    sys.exit(_main())
