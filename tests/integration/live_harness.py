@@ -440,14 +440,22 @@ class LineBuffer(io.TextIOBase):
         return text.split("\n")[:-1]
 
 
-def parse_log(lines: list[str]) -> list[dict[str, Any]]:
-    """JSON records of a decision log, without StructuredLogHandler's one-off diagnostic line."""
+def parse_log(lines: list[str], *, strict: bool = True) -> list[dict[str, Any]]:
+    """JSON records of a decision log, without StructuredLogHandler's one-off diagnostic line.
+    `strict=False` skips lines that are not JSON (a subprocess's stderr shares the file)."""
     out = []
     for line in lines:
         line = line.strip()
         if not line:
             continue
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if strict:
+                raise
+            continue
+        if not isinstance(record, dict):
+            continue
         if "logging.googleapis.com/diagnostic" in record:
             continue
         out.append(record)
@@ -583,27 +591,34 @@ def run_cli(args: list[str], *, env: Mapping[str, str] | None = None, timeout_s:
 
 
 class LiveProcess:
-    """`run_live` in a subprocess on a `SharedClock` (so it can be SIGKILLed and restarted):
-    `python -m tests.integration.live_harness run --config FILE --clock JSON`. Its stdout (the
-    decision log) goes to `log_path`."""
+    """The live daemon in a subprocess, its stdout+stderr (the decision log) appended to `log_path`.
 
-    def __init__(self, config: str, clock: SharedClock, log_path: str | os.PathLike[str]) -> None:
-        self.config, self.clock, self.log_path = config, clock, Path(log_path)
+    With a `SharedClock`: `python -m tests.integration.live_harness run --config FILE --clock JSON`,
+    i.e. `run_live` on the test's virtual time (SIGKILL/restart trials). Without one: the real
+    `rollbackd run --config FILE` on the wall clock."""
+
+    def __init__(self, config: str, log_path: str | os.PathLike[str], clock: SharedClock | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.config, self.clock, self.log_path, self.env = config, clock, Path(log_path), env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "LiveProcess":
+        if self.clock is not None:
+            command = ["-m", "tests.integration.live_harness", "run", "--config", self.config,
+                       "--clock", json.dumps(self.clock.spec())]
+        else:
+            command = ["-c", "import sys; from daemon.cli import main; sys.exit(main())", "run",
+                       "--config", self.config]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.live_harness", "run", "--config", self.config,
-             "--clock", json.dumps(self.clock.spec())],
-            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=str(REPO))
+        self.proc = subprocess.Popen([sys.executable, *command], stdout=log, stderr=subprocess.STDOUT,
+                                     env=subprocess_env(self.env), cwd=str(REPO))
         log.close()
         return self
 
     def records(self) -> list[dict[str, Any]]:
         lines = self.log_path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1] \
             if self.log_path.exists() else []
-        return parse_log([line for line in lines if line.startswith("{")])
+        return parse_log(lines, strict=False)
 
     def port(self, timeout_s: float = 30.0) -> int:
         """The /metrics port from the "rollbackd started" line."""
