@@ -12,16 +12,16 @@ Building blocks (each usable on its own):
   on the emulator (names are unique: the emulator lives for the whole session).
 - `live_settings(...)`: `Settings` pointing at the fakes and topics; `write_config` turns them into a
   YAML file for `rollbackd run --config` / `rollbackd status --config`.
-- `audit_replace_service(...)`: a v1 ReplaceService audit entry (gcp-formats.md example (a)), and
-  `publish_deploy` / `publish_json` to put events on the emulator.
-- `TrafficFeeder`: every virtual minute, per-revision metrics that follow the Cloud Run fake's
-  CURRENT traffic split, written to the Monitoring fake (`monitoring_sink`) or published as native
-  `metrics` events (`pubsub_sink`).
+- `Publisher`: `publish_deploy` / `publish_metrics` / `publish_json` on the emulator, ordered by service.
+- From `live_traffic` (re-exported): `audit_replace_service(...)`, a v1 ReplaceService audit entry
+  (gcp-formats.md example (a)); `TrafficFeeder`, per-revision metrics every virtual minute that
+  follow the Cloud Run fake's CURRENT split, into the Monitoring fake (`monitoring_sink`) or as
+  native `metrics` events (`pubsub_sink`).
 - `LiveDaemon`: `run_live` in a thread (install_signals=False), with its decision log captured,
   `engine`/`daemon`/`health` handles, `/metrics` scraping and `stop()`.
-- `LiveProcess`: the same daemon in a subprocess (`python -m tests.integration.live_harness run`)
-  on a virtual clock shared with the test process, for SIGKILL/restart trials; `run_cli` runs the
-  real `rollbackd` command line.
+- `LiveProcess`: the daemon in a subprocess: with a `SharedClock`, `run_live` on the test's virtual
+  time (`python -m tests.integration.live_harness run`, for SIGKILL/restart trials); without one,
+  the real `rollbackd run --config` on the wall clock. `run_cli` runs any `rollbackd` command.
 
 Virtual time across processes: `SharedClock.spec()` gives (start, speed, monotonic anchor); since
 `time.monotonic()` is the system-wide CLOCK_MONOTONIC on Linux, a subprocess rebuilding the clock
@@ -33,7 +33,6 @@ import argparse
 import io
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -41,25 +40,22 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
-
-import numpy as np
+from typing import Any, Callable, Mapping
 
 from daemon.clock import VirtualClock, format_rfc3339, parse_rfc3339
 from daemon.core.codec import event_to_json
 from daemon.core.events import Metrics
 from daemon.settings import Settings
-from detectors.histogram import Histogram
+from tests.integration.live_traffic import (DEPLOYER, LOCATION, PROJECT, RevisionProfile, TrafficFeeder,
+                                            audit_replace_service, latency_histogram, monitoring_sink,
+                                            pubsub_sink)
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT_POLICY = str(Path(__file__).resolve().parent / "policies" / "short.yaml")
-PROJECT = "shop-e2e"
-LOCATION = "europe-west1"
 PRINCIPAL = "rollbackd@shop-e2e.iam.gserviceaccount.com"
-DEPLOYER = "ci-deploy@shop-e2e.iam.gserviceaccount.com"
 # A Tuesday afternoon: outside any weekend freeze a policy might carry.
 START = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 MANAGED = {"rollbackd": "enabled"}
@@ -224,52 +220,6 @@ class Publisher:
                                  wait=wait)
 
 
-def audit_replace_service(service: str, revision: str, baseline: str, at: datetime, *, project: str = PROJECT,
-                          location: str = LOCATION, principal: str = DEPLOYER,
-                          generation: int = 41) -> dict[str, Any]:
-    """The LogEntry a log sink delivers for `gcloud run deploy SERVICE --no-traffic --tag=canary`
-    (gcp-formats.md example (a), with this test's names and times)."""
-    stamp = format_rfc3339(at)
-    return {
-        "insertId": uuid.uuid4().hex[:10],
-        "logName": f"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity",
-        "protoPayload": {
-            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
-            "authenticationInfo": {"principalEmail": principal},
-            "methodName": "google.cloud.run.v1.Services.ReplaceService",
-            "serviceName": "run.googleapis.com",
-            "resourceName": f"namespaces/{project}/services/{service}",
-            "request": {
-                "@type": "type.googleapis.com/google.cloud.run.v1.ReplaceServiceRequest",
-                "name": f"projects/{project}/locations/{location}/services/{service}",
-                "region": location,
-                "service": {
-                    "apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                    "metadata": {"name": service, "namespace": "123456789012", "generation": generation,
-                                 "labels": {"cloud.googleapis.com/location": location}},
-                    "spec": {"template": {"metadata": {"name": revision},
-                                          "spec": {"containers": [{"image": f"{location}-docker.pkg.dev/"
-                                                                   f"{project}/app/{service}@sha256:9f2c"}]}},
-                             "traffic": [{"revisionName": baseline, "percent": 100},
-                                         {"revisionName": revision, "tag": "canary"}]}}},
-            "requestMetadata": {"callerSuppliedUserAgent": "google-cloud-sdk gcloud/528.0.0 command/gcloud.run.deploy"},
-            "resourceLocation": {"currentLocations": [location]},
-            "response": {
-                "@type": "type.googleapis.com/google.cloud.run.v1.Service",
-                "metadata": {"name": service, "generation": generation + 1},
-                "status": {"observedGeneration": generation, "latestCreatedRevisionName": baseline,
-                           "latestReadyRevisionName": baseline,
-                           "traffic": [{"revisionName": baseline, "percent": 100}]}},
-        },
-        "receiveTimestamp": stamp,
-        "resource": {"type": "cloud_run_revision",
-                     "labels": {"project_id": project, "service_name": service, "location": location,
-                                "configuration_name": "", "revision_name": ""}},
-        "severity": "NOTICE",
-        "timestamp": stamp,
-    }
-
-
 # --- settings ---------------------------------------------------------------------------------------
 def live_settings(fakes: Fakes, topics: Topics, journal: str | os.PathLike[str], **overrides: Any) -> Settings:
     """Settings for `run_live` against the fakes: short test policy, ephemeral /metrics port,
@@ -289,127 +239,6 @@ def write_config(settings: Settings | Mapping[str, Any], path: str | os.PathLike
     data = settings.model_dump(mode="json") if isinstance(settings, Settings) else dict(settings)
     Path(path).write_text(json.dumps(data, indent=1), encoding="utf-8")
     return str(path)
-
-
-# --- metrics ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RevisionProfile:
-    """How one revision behaves: its 5xx share and log-normal latency."""
-
-    error_ratio: float = 0.0
-    latency_median_ms: float = 100.0
-    latency_sigma: float = 0.5
-    memory: float = 0.4
-
-
-LATENCY_LAYOUT = (64, 1.4, 1.0)  # exponential buckets: 1 ms x 1.4^k, up to ~2.2e9 ms
-
-
-def latency_histogram(n: int, profile: RevisionProfile, rng: np.random.Generator) -> Histogram | None:
-    """`n` requests' latencies as a Cloud Monitoring exponential distribution (multinomial over the
-    log-normal's bucket probabilities, so it costs the same for 10 or 10 million requests)."""
-    if n <= 0:
-        return None
-    buckets, growth, scale = LATENCY_LAYOUT
-    edges = [scale * growth ** k for k in range(buckets + 1)]
-    mu, sigma = math.log(profile.latency_median_ms), profile.latency_sigma
-    cdf = [0.5 * (1 + math.erf((math.log(e) - mu) / (sigma * math.sqrt(2)))) for e in edges]
-    probs = np.diff([0.0, *cdf, 1.0])
-    counts = rng.multinomial(n, np.clip(probs, 0, None) / probs.clip(0, None).sum())
-    return Histogram.exponential(buckets, growth, scale, [int(c) for c in counts])
-
-
-def monitoring_sink(fake: Any) -> Callable[[Metrics], None]:
-    """Write a `Metrics` minute into the Monitoring fake as Cloud Run would report it."""
-    def write(m: Metrics) -> None:
-        fake.add_minute(m.service, m.revision, m.time, by_class=dict(m.requests_by_class), latency_hist=m.latency,
-                        memory=m.memory_utilization, cpu=m.cpu_utilization, instances=m.instance_count,
-                        project=m.project or None, location=m.location or None)
-    return write
-
-
-def pubsub_sink(publisher: Publisher) -> Callable[[Metrics], None]:
-    """Publish each minute as a native `metrics` event (metrics_mode pubsub or both)."""
-    return lambda m: publisher.publish_metrics(m)
-
-
-@dataclass
-class _Fed:
-    profiles: dict[str, RevisionProfile]
-    rps: float
-
-
-class TrafficFeeder:
-    """Closed-loop traffic: at every virtual minute boundary T it reads each service's traffic split
-    from the Cloud Run fake and emits one `Metrics` minute (ending at T) per revision that had a
-    share, through `sink`. Requests ~ Poisson(rps x 60 x share), errors ~ Binomial. A revision at 0%
-    gets no points, as in Cloud Monitoring."""
-
-    def __init__(self, clock: Any, cloud_run: Any, sink: Callable[[Metrics], None], *, project: str = PROJECT,
-                 location: str = LOCATION, seed: int = 7) -> None:
-        self.clock, self.cloud_run, self.sink = clock, cloud_run, sink
-        self.project, self.location = project, location
-        self.rng = np.random.default_rng(seed)
-        self.services: dict[str, _Fed] = {}
-        self.minutes_fed = 0
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, service: str, profiles: Mapping[str, RevisionProfile], rps: float = 20.0) -> None:
-        with self._lock:
-            self.services[service] = _Fed(dict(profiles), rps)
-
-    def set_profile(self, service: str, revision: str, profile: RevisionProfile) -> None:
-        with self._lock:
-            self.services[service].profiles[revision] = profile
-
-    def minute(self, at: datetime) -> list[Metrics]:
-        """Emit the minute ending at `at` for every fed service; returns what was emitted."""
-        emitted: list[Metrics] = []
-        with self._lock:
-            fed = {name: _Fed(dict(f.profiles), f.rps) for name, f in self.services.items()}
-        for service, f in fed.items():
-            split = self.cloud_run.traffic_of(service)
-            for revision, percent in split.items():
-                if percent <= 0:
-                    continue
-                profile = f.profiles.get(revision, RevisionProfile())
-                n = int(self.rng.poisson(f.rps * 60 * percent / 100))
-                errors = int(self.rng.binomial(n, profile.error_ratio)) if n else 0
-                classes = tuple((c, k) for c, k in (("2xx", n - errors), ("5xx", errors)) if k)
-                emitted.append(Metrics(time=at, service=service, revision=revision, interval_s=60,
-                                       requests_by_class=classes, latency=latency_histogram(n, profile, self.rng),
-                                       memory_utilization=profile.memory, cpu_utilization=0.3, instance_count=2,
-                                       project=self.project, location=self.location))
-        for m in emitted:
-            self.sink(m)
-        self.minutes_fed += 1
-        return emitted
-
-    def start(self) -> "TrafficFeeder":
-        self._thread = threading.Thread(target=self._run, name="traffic-feeder", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        now = self.clock.now()
-        at = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        while not self._stop.is_set():
-            self.clock.sleep_until(at, self._stop)
-            if self._stop.is_set():
-                return
-            try:
-                self.minute(at)
-            except Exception as error:  # noqa: BLE001 - reported to the test, the feeder keeps going
-                self.errors.append(f"{at}: {type(error).__name__}: {error}")
-            at += timedelta(minutes=1)
 
 
 # --- the daemon in a thread -------------------------------------------------------------------------
@@ -571,16 +400,21 @@ def journal_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 # --- subprocesses -----------------------------------------------------------------------------------
-def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test's environment (PUBSUB_EMULATOR_HOST included), the repo on PYTHONPATH, no ROLLBACKD_*."""
+def subprocess_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The test's environment (PUBSUB_EMULATOR_HOST included), the repo on PYTHONPATH, no ROLLBACKD_*;
+    then `extra`, where a None value removes the variable (e.g. {"PUBSUB_EMULATOR_HOST": None})."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLBACKD_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 
-def run_cli(args: list[str], *, env: Mapping[str, str] | None = None, timeout_s: float = 120.0,
+def run_cli(args: list[str], *, env: Mapping[str, str | None] | None = None, timeout_s: float = 120.0,
             cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
     """`rollbackd ARGS...` as a user runs it, output captured. Through the console-script entry point
     (`daemon.cli:main`), not `python -m daemon.cli`: under -m the CLI module is `__main__`, a second
@@ -598,7 +432,7 @@ class LiveProcess:
     `rollbackd run --config FILE` on the wall clock."""
 
     def __init__(self, config: str, log_path: str | os.PathLike[str], clock: SharedClock | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str | None] | None = None) -> None:
         self.config, self.clock, self.log_path, self.env = config, clock, Path(log_path), env
         self.proc: subprocess.Popen[bytes] | None = None
 
