@@ -95,7 +95,10 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
             publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)),
             settings.notify_topic_path, clock=clock, rng=rng, on_error=telemetry.api_error)
     else:
-        notifier = LogNotifier(sink=lambda record: decision_log.info(record["message"], **record))
+        # The record carries its own "message": pass it once (twice was a TypeError that nacked the
+        # Pub/Sub message after its decision had been acted on, so it came back again and again).
+        notifier = LogNotifier(sink=lambda record: decision_log.info(
+            record["message"], **{k: v for k, v in record.items() if k != "message"}))
     error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error)
     journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
     engine = Engine(policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs, journal=journal,
