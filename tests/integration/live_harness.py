@@ -30,6 +30,7 @@ from the spec reads the same virtual time as the test (to within microseconds).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import itertools
 import json
@@ -43,7 +44,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from daemon.clock import VirtualClock, format_rfc3339, parse_rfc3339
 from daemon.core.codec import event_to_json
@@ -97,13 +98,14 @@ class SharedClock(VirtualClock):
 class Fakes:
     """Cloud Run, Monitoring and Logging fakes on loopback; `with Fakes(clock) as fakes:`."""
 
-    def __init__(self, clock: Any, *, project: str = PROJECT, location: str = LOCATION) -> None:
+    def __init__(self, clock: Any, *, project: str = PROJECT, location: str = LOCATION,
+                 cloud_run: Any = None) -> None:
         from tests.fakes.cloud_run import CloudRunFake
         from tests.fakes.logging_fake import LoggingFake
         from tests.fakes.monitoring import FakeMonitoring
 
         self.project, self.location, self.clock = project, location, clock
-        self.cloud_run = CloudRunFake()
+        self.cloud_run = cloud_run if cloud_run is not None else CloudRunFake()
         self.monitoring = FakeMonitoring(project=project, location=location, clock=clock)
         self.logging = LoggingFake()
 
@@ -132,6 +134,22 @@ class Fakes:
         """`gcloud run deploy SERVICE --no-traffic --tag=canary`: the new revision at 0%, tagged."""
         self.cloud_run.deploy_revision(service, revision, tag="canary")
 
+    def add_active_rollout(self, service: str, *, baseline: str, canary: str, started: datetime,
+                           canary_percent: int = 5, phase: int = 1) -> None:
+        """A managed service in the middle of a rollout, as a (previous) rollbackd left it: traffic
+        split and tag, plus the rollbackd.dev/* annotations restore() adopts. For benchmarks with
+        many active rollouts without publishing a deploy for each."""
+        from daemon.core.commands import ANNOTATION_PREFIX as P
+
+        stamp = format_rfc3339(started)
+        annotations = {f"{P}rollout-id": f"{service}/{canary}", f"{P}status": "phase", f"{P}phase": str(phase),
+                       f"{P}phase-started": stamp, f"{P}rollout-started": stamp, f"{P}canary": canary,
+                       f"{P}baseline": baseline, f"{P}canary-percent": str(canary_percent), f"{P}hold-reason": "",
+                       f"{P}last-decision": "promote: set up by the harness", f"{P}decisions": "1"}
+        self.cloud_run.add_service(service, self.project, self.location, revisions=[baseline, canary],
+                                   traffic=[(baseline, 100 - canary_percent, ""), (canary, canary_percent, "canary")],
+                                   labels=dict(MANAGED), annotations=annotations)
+
     def seed_error_logs(self, service: str, revision: str, messages: list[str], at: datetime) -> None:
         """ERROR lines the bad revision wrote (what rollback captures from Cloud Logging)."""
         for n, message in enumerate(messages):
@@ -141,6 +159,39 @@ class Fakes:
 
 
 # --- Pub/Sub ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def running_emulator() -> Iterator[str]:
+    """PUBSUB_EMULATOR_HOST when it is set; otherwise start the emulator (as the `pubsub_emulator`
+    fixture does) for the duration of the block. For benchmark scripts, which have no fixtures."""
+    if os.environ.get("PUBSUB_EMULATOR_HOST"):
+        yield os.environ["PUBSUB_EMULATOR_HOST"]
+        return
+    import tempfile
+
+    from tests.integration.conftest import _accepts, _die_with_parent, _kill_group, find_emulator, free_port
+
+    command = find_emulator()
+    if command is None:
+        raise SystemExit("the Pub/Sub emulator is not installed (gcloud components install pubsub-emulator)")
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="pubsub-emulator-")
+    args = command + (["--host=127.0.0.1", f"--port={port}"] if command[0].endswith("cloud-pubsub-emulator")
+                      else [f"--host-port=127.0.0.1:{port}", f"--data-dir={data_dir}"])
+    with open(os.path.join(data_dir, "emulator.log"), "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent, cwd=data_dir)
+        try:
+            wait_until(lambda: _accepts(port) or proc.poll() is not None, 60, "the emulator to listen")
+            if proc.poll() is not None:
+                raise SystemExit(f"the Pub/Sub emulator exited with {proc.returncode}")
+            os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+            yield os.environ["PUBSUB_EMULATOR_HOST"]
+        finally:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            _kill_group(proc)
+
+
+# --- topics and publishing ------------------------------------------------------------------------
 @dataclass
 class Topics:
     """An events topic + subscription (the daemon's) and a notification topic + subscription (the

@@ -61,6 +61,13 @@ def start_rollout(world: World, live: LiveDaemon, canary_profile: RevisionProfil
     return feeder
 
 
+def logged_status(live: LiveDaemon, service: str) -> str | None:
+    """The status in the service's last decision-log line. Waiting on this rather than on the
+    engine's state: the state changes before the decision is logged and acted on."""
+    decisions = live.decisions(service)
+    return decisions[-1]["status"] if decisions else None
+
+
 def counter(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -107,11 +114,12 @@ def test_healthy_canary_walks_5_25_50_100(world: World) -> None:
         assert http_status(live.port, "/healthz") == 200
         feeder = start_rollout(world, live, HEALTHY)
         try:
-            wait_until(lambda: live.status("checkout") == "completed", 40, "the rollout to complete")
+            wait_until(lambda: logged_status(live, "checkout") == "completed", 40, "the rollout to complete")
             assert wait_until(lambda: http_status(live.port, "/readyz") == 200, 10, "/readyz")
         finally:
             feeder.stop()
         assert not feeder.errors
+        notes = world.topics.pull_notifications(1)  # completion's last action
         journaled = check_records_agree(live, world, "checkout")
 
     updates = [(service, split) for service, split, _ in world.fakes.cloud_run.accepted_updates]
@@ -125,7 +133,6 @@ def test_healthy_canary_walks_5_25_50_100(world: World) -> None:
     # Each promotion out of a phase cites evidence (criteria that passed), not just the clock.
     assert all(any(c["outcome"] == "pass" for c in d["criteria"]) for d in journaled[1:])
     # Completion is announced on the notification topic.
-    notes = world.topics.pull_notifications(1)
     assert [n["action"] for n in notes] == ["promote"] and notes[0]["severity"] == "INFO"
 
 
@@ -136,9 +143,12 @@ def test_bad_canary_is_rolled_back_with_error_logs_and_notification(world: World
     with LiveDaemon(world.settings(), world.clock) as live:
         feeder = start_rollout(world, live, BROKEN)
         try:
-            wait_until(lambda: live.status("checkout") == "rolled-back", 40, "the rollback")
+            wait_until(lambda: logged_status(live, "checkout") == "rolled-back", 40, "the rollback")
+            # The rollback's actions (traffic, log capture, notification) follow its log line.
+            wait_until(lambda: world.fakes.cloud_run.traffic_of("checkout")[BASELINE] == 100, 10, "100% baseline")
         finally:
             feeder.stop()
+        notes = world.topics.pull_notifications(1)  # the rollback's last action: all records are written
         journaled = check_records_agree(live, world, "checkout")
         journal = journal_records(world.settings().journal)
 
@@ -159,7 +169,6 @@ def test_bad_canary_is_rolled_back_with_error_logs_and_notification(world: World
     query = world.fakes.logging.requests.of("ListLogEntries")[-1].filter
     assert f'revision_name="{CANARY}"' in query and "severity>=ERROR" in query
     # ... and in the notification published on the notify topic.
-    notes = world.topics.pull_notifications(1)
     assert len(notes) == 1
     note = notes[0]
     assert note["action"] == "rollback" and note["severity"] == "ERROR"
@@ -200,3 +209,23 @@ def test_status_command_reads_the_rollout_from_annotations(world: World) -> None
     assert rows["checkout"]["phase"] == "2" and rows["checkout"]["status"] == "phase"
     assert rows["checkout"]["last_decision"].startswith("promote: phase 1 passed")
     assert set(rows) == {"checkout", "cart"}
+
+
+def test_without_a_notify_topic_the_rollback_notification_goes_to_the_decision_log(world: World) -> None:
+    """notify_topic '' = log only: the notification is a structured line, and the message that
+    triggered the rollback is handled once (no exception, no nack, no redelivery)."""
+    world.fakes.add_managed_service("checkout", BASELINE)
+    with LiveDaemon(world.settings(notify_topic=""), world.clock) as live:
+        feeder = start_rollout(world, live, BROKEN)
+        try:
+            wait_until(lambda: logged_status(live, "checkout") == "rolled-back", 40, "the rollback")
+            wait_until(lambda: any("notification" in r for r in live.records()), 10, "the notification line")
+        finally:
+            feeder.stop()
+        live.stop()
+        assert live.daemon.sources[0].stats.handle_errors == 0
+        assert live.daemon.tick_errors == 0
+        notes = [r for r in live.records() if "notification" in r]
+    assert [n["notification"]["action"] for n in notes] == ["rollback"]
+    assert notes[0]["message"].startswith("notify checkout:")
+    assert world.topics.pull_notifications(1, timeout_s=2) == []
