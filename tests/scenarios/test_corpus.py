@@ -19,6 +19,8 @@ from simulations.backtest import rows_from_result, run_backtest
 from simulations.corpus_lines import GARBAGE
 from simulations.replay import decision_line, replay_file
 
+# The console-script entry point (`rollbackd` = daemon.cli:main), not `python -m daemon.cli`.
+CLI = [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main())"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "simulations", "recordings")
 with open(os.path.join(CORPUS, "expected.json"), encoding="utf-8") as _handle:
@@ -63,7 +65,7 @@ def test_replay_is_deterministic_in_process(policy):
 
 def test_replay_json_is_byte_identical_through_the_cli():
     path = os.path.join(CORPUS, "multi-service.jsonl")
-    command = [sys.executable, "-m", "daemon.cli", "replay", "--json", path]
+    command = [*CLI, "replay", "--json", path]
     first = subprocess.run(command, capture_output=True, check=True, cwd=ROOT)
     second = subprocess.run(command, capture_output=True, check=True, cwd=ROOT)
     assert first.stdout and first.stdout == second.stdout
@@ -102,7 +104,7 @@ def test_corpus_regenerates_byte_identically():
 
 def test_backtest_of_the_corpus_passes_through_the_cli():
     files = [os.path.join(CORPUS, name) for name in sorted(EXPECTED) if name not in KNOWN_ISSUES]
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "backtest", "--workers", "2", *files],
+    done = subprocess.run([*CLI, "backtest", "--workers", "2", *files],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert "expectation(s) broken" not in done.stdout

@@ -116,7 +116,7 @@ def test_report_renders_in_headless_chromium(errors_result, policy, tmp_path):
 
 def test_cli_replay_writes_the_report(tmp_path):
     out = tmp_path / "nested" / "r.html"
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "replay",
+    done = subprocess.run([sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main())", "replay",
                            os.path.join(CORPUS, "memory-past-95.jsonl"), "--report", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
