@@ -55,7 +55,8 @@ def main() -> None:
         os.makedirs(directory, exist_ok=True)
         started = time.perf_counter()
         lines = make_corpus(directory, args.recordings)
-        print(f"generated {args.recordings} recordings ({lines} lines) in {time.perf_counter() - started:.1f} s")
+        took = time.perf_counter() - started
+        print(f"generated {args.recordings} recordings ({lines} lines) in {took:.1f} s")
         policy = load_default_policy()
         workers = args.workers or os.cpu_count() or 1
         started = time.perf_counter()
@@ -65,8 +66,9 @@ def main() -> None:
         for row in report.rows:
             kinds[row.outcome] = kinds.get(row.outcome, 0) + 1
         print(f"backtest (in process, {workers} workers): {args.recordings} recordings in {elapsed:.1f} s "
-              f"= {args.recordings / elapsed:.0f} recordings/s, {elapsed / args.recordings * 1000 * workers:.1f} "
-              f"ms per recording per core; outcomes {kinds} (target: 1,000 in < 60 s on 2 cores)")
+              f"= {args.recordings / elapsed:.0f} recordings/s, "
+              f"{elapsed / args.recordings * 1000 * workers:.1f} ms per recording per core; "
+              f"outcomes {kinds} (target: 1,000 in < 60 s on 2 cores)")
         if args.cli:
             command = [sys.executable, "-m", "daemon.cli", "backtest", "--json", directory]
             if args.workers:

@@ -99,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     simulate.add_argument("--policy", help="policy file (default: the bundled runbook policy)")
     simulate.add_argument("--json", action="store_true", help="one JSON object per decision per line")
     simulate.add_argument("--seed", type=int, help="random seed (default: the scenario's `seed`)")
-    simulate.add_argument("--record", metavar="OUT.jsonl", help="also write the simulated events as a recording")
+    simulate.add_argument("--record", metavar="OUT.jsonl",
+                          help="also write the simulated events as a recording")
     simulate.set_defaults(handler=cmd_simulate)
 
     explain = sub.add_parser(

@@ -119,8 +119,8 @@ def _replay_one(task: tuple[int, str]) -> tuple[int, list[list[dict[str, Any]]],
     from simulations.replay import replay_file
 
     try:
-        per_policy = [[r.to_json() | {"path": path} for r in rows_from_result(replay_file(path, policy), path)]
-                      for policy in _POLICIES]
+        per_policy = [[row.to_json() | {"path": path}
+                       for row in rows_from_result(replay_file(path, policy), path)] for policy in _POLICIES]
         return index, per_policy, ""
     except OSError as error:
         return index, [[] for _ in _POLICIES], f"{os.path.basename(path)}: cannot read: {error}"
@@ -215,7 +215,8 @@ def _read_expected_json(path: str) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise BacktestError(f"{path}: not a readable JSON object: {error}") from None
     if not isinstance(data, dict):
-        raise BacktestError(f"{path}: expected a JSON object {{\"file.jsonl\": {{\"service\": \"outcome\"}}}}")
+        raise BacktestError(f"{path}: expected a JSON object "
+                            '{"file.jsonl": {"service": "outcome"}}')
     return {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys are notes
 
 
@@ -240,7 +241,8 @@ def _normalise(entry: Any, where: str) -> dict[str, str]:
         raise BacktestError(f"{where}: expected an outcome or {{\"service\": \"outcome\"}}")
     for service, outcome in mapping.items():
         if outcome not in OUTCOMES:
-            raise BacktestError(f"{where}: {service}: unknown outcome {outcome!r} (one of {', '.join(OUTCOMES)})")
+            raise BacktestError(f"{where}: {service}: unknown outcome {outcome!r} "
+                                f"(one of {', '.join(OUTCOMES)})")
     return {str(k): str(v) for k, v in mapping.items()}
 
 

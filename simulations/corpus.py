@@ -94,7 +94,8 @@ def _scenario(name: str, **changes) -> Scenario:
     return catalogue()[name].with_(**{"p0": HEALTHY_P0, **changes})
 
 
-def _single(name: str, seed: int, minutes: int = 60, start: datetime = DEFAULT_START, **changes) -> Callable[[], Lines]:
+def _single(name: str, seed: int, minutes: int = 60, start: datetime = DEFAULT_START,
+            **changes) -> Callable[[], Lines]:
     return lambda: _sim([Rollout(_scenario(name, **changes), start)], seed, minutes)
 
 
@@ -135,6 +136,10 @@ def _multi_service() -> Lines:
                  Rollout(named("S7-latency-x1.5", "search"), _at(7))], 41)
 
 
+def _command(minute: float, action: str, by: str) -> Callable[[Scenario], list[tuple[datetime, str]]]:
+    return lambda s: [(_at(minute), command(_at(minute), s, action, by))]
+
+
 def _derived(source: Callable[[], Lines], transform: Callable[[Lines, np.random.Generator], Lines],
              seed: int) -> Callable[[], Lines]:
     return lambda: transform(source(), np.random.default_rng(seed))
@@ -162,15 +167,19 @@ CASES: tuple[Case, ...] = (
     Case("latency-p99-regression", "1.05% of canary requests at ~800 ms: p99 400 → 600 ms",
          {"checkout": "rolled_back"}, _single("S6-latency-tail", 3)),
     Case("memory-creep", "canary memory creeps from 40% to 98% over 30 minutes (caught by the drift check)",
-         {"checkout": "rolled_back"}, _single("S0-aa-clean", 4, kind="memory", canary_memory_delta=MEMORY_CREEP)),
-    Case("memory-past-95", "baseline at 84% memory; the canary creeps to 97%: held past 85%, rolled back past 95%",
+         {"checkout": "rolled_back"},
+         _single("S0-aa-clean", 4, kind="memory", canary_memory_delta=MEMORY_CREEP)),
+    Case("memory-past-95",
+         "baseline at 84% memory; the canary creeps to 97%: held past 85%, rolled back past 95%",
          {"checkout": "rolled_back"},
          _single("S0-aa-clean", 9, kind="memory", memory_base=0.84, canary_memory_delta=MEMORY_NEAR_LIMIT)),
     Case("alert-phase3", "healthy canary, but a Cloud Monitoring incident (schema 1.2) opens at minute 30",
          {"checkout": "rolled_back"},
-         _with_extra("S0-aa-clean", 5, lambda s: [(_at(30), incident(_at(30), s, "0.corpus-alert-1", "open"))],
+         _with_extra("S0-aa-clean", 5,
+                     lambda s: [(_at(30), incident(_at(30), s, "0.corpus-alert-1", "open"))],
                      schedule=((5, 10), (25, 15), (50, 5), (0, None)))),
-    Case("low-traffic", "healthy canary at 0.2 rps: never enough requests to pass phase 1; held, not rolled back",
+    Case("low-traffic",
+         "healthy canary at 0.2 rps: never enough requests to pass phase 1; held, not rolled back",
          {"checkout": "in_progress"}, _single("S0-aa-clean-0.2rps", 6, schedule=((5, None),))),
     Case("metrics-gap", "healthy canary; no metrics at all for 12 minutes from minute 14",
          {"checkout": "promoted"}, _single("S0-aa-clean", 7, minutes=75, gap_start_min=14, gap_minutes=12,
@@ -192,19 +201,22 @@ CASES: tuple[Case, ...] = (
          {"checkout": "promoted"}, _single("S0-aa-clean-1000rps", 26)),
     # --- the benchmark's regression cases --------------------------------------------------------
     Case("errors-x5", "canary 5xx x5 (0.05% → 0.25%) from the start", {"checkout": "rolled_back"}, _ERRORS),
-    Case("errors-x20", "canary 5xx x20 (0.05% → 1%) from the start", {"checkout": "rolled_back"}, _regression("S4-errors-x20", 13)),
+    Case("errors-x20", "canary 5xx x20 (0.05% → 1%) from the start", {"checkout": "rolled_back"},
+         _regression("S4-errors-x20", 13)),
     Case("outage", "canary 5xx 50%", {"checkout": "rolled_back"}, _regression("S5-outage", 14)),
     Case("latency-x1.5", "whole canary latency distribution x1.5", {"checkout": "rolled_back"},
          _regression("S7-latency-x1.5", 15)),
     Case("errors-drift", "canary error ratio ramps 1 → 5 over an hour", {"checkout": "rolled_back"},
          _regression("S8-drift-errors", 16)),
-    Case("errors-onset-mid", "5xx x5 from minute 20", {"checkout": "rolled_back"}, _regression("S9-onset-mid", 17)),
+    Case("errors-onset-mid", "5xx x5 from minute 20", {"checkout": "rolled_back"},
+         _regression("S9-onset-mid", 17)),
     Case("errors-late-data", "5xx x5, metrics visible 1-4 minutes late", {"checkout": "rolled_back"},
          _regression("S11-late-errors", 18)),
     # --- multi-service, delivery quirks, real formats, operators -----------------------------------
     Case("multi-service", "three services interleaved: healthy, 5xx x5, latency x1.5",
          {"checkout": "promoted", "payments": "rolled_back", "search": "rolled_back"}, _multi_service),
-    Case("healthy-dup-reordered", "healthy-promoted with 25% of lines duplicated and lines reordered within 2 min",
+    Case("healthy-dup-reordered",
+         "healthy-promoted with 25% of lines duplicated and lines reordered within 2 min",
          {"checkout": "promoted"}, _derived(_HEALTHY, jitter_and_duplicate, 51)),
     Case("errors-dup-reordered", "errors-x5 with 25% of lines duplicated and lines reordered within 2 min",
          {"checkout": "rolled_back"}, _derived(_ERRORS, jitter_and_duplicate, 52)),
@@ -217,14 +229,16 @@ CASES: tuple[Case, ...] = (
          _with_extra("S0-aa-clean", 61, lambda s: [(_at(18), audit_traffic_v1(_at(18), s))],
                      schedule=((5, 10), (25, 8), (0, None)))),
     Case("operator-abort", "an on-call SRE aborts at minute 20", {"checkout": "rolled_back"},
-         _with_extra("S0-aa-clean", 62, lambda s: [(_at(20), command(_at(20), s, "abort", "sre@olympuscloud.ai"))],
+         _with_extra("S0-aa-clean", 62, _command(20, "abort", "sre@olympuscloud.ai"),
                      schedule=((5, 10), (25, 10), (0, None)))),
-    Case("operator-pause", "an on-call SRE pauses at minute 12 and never resumes", {"checkout": "in_progress"},
-         _with_extra("S0-aa-clean", 63, lambda s: [(_at(12), command(_at(12), s, "pause", "sre@olympuscloud.ai"))],
+    Case("operator-pause", "an on-call SRE pauses at minute 12 and never resumes",
+         {"checkout": "in_progress"},
+         _with_extra("S0-aa-clean", 63, _command(12, "pause", "sre@olympuscloud.ai"),
                      schedule=((5, 10), (25, None)))),
-    Case("refused-abort", "an abort from an unauthorised principal is refused; the healthy canary is promoted",
+    Case("refused-abort",
+         "an abort from an unauthorised principal is refused; the healthy canary is promoted",
          {"checkout": "promoted"},
-         _with_extra("S0-aa-clean", 64, lambda s: [(_at(12), command(_at(12), s, "abort", "intern@example.com"))])),
+         _with_extra("S0-aa-clean", 64, _command(12, "abort", "intern@example.com"))),
 )
 
 

@@ -28,7 +28,8 @@ def incident(at: datetime, scenario: Scenario, incident_id: str, state: str) -> 
     return _dump({"version": "1.2", "incident": {
         "incident_id": incident_id, "scoping_project_id": "olympus-prod", "severity": "Critical",
         "started_at": epoch, "ended_at": None if state == "open" else epoch, "state": state,
-        "summary": f"5xx ratio for {scenario.canary_revision} is above the threshold of 0.020 with a value of 0.031.",
+        "summary": f"5xx ratio for {scenario.canary_revision} is above the threshold of 0.020 "
+                   "with a value of 0.031.",
         "observed_value": "0.031", "threshold_value": "0.02",
         "resource": {"type": "cloud_run_revision", "labels": labels},
         "resource_type_display_name": "Cloud Run Revision",
@@ -72,7 +73,8 @@ def audit_deploy_v1(at: datetime, *, project: str, location: str, service: str, 
     return _audit(at, project=project, location=location, service=service,
                   principal=f"ci-deploy@{project}.iam.gserviceaccount.com",
                   user_agent="google-cloud-sdk gcloud/528.0.0 command/gcloud.run.deploy", template=canary,
-                  traffic=[{"revisionName": baseline, "percent": 100}, {"revisionName": canary, "tag": "canary"}],
+                  traffic=[{"revisionName": baseline, "percent": 100},
+                           {"revisionName": canary, "tag": "canary"}],
                   latest=baseline, served=[{"revisionName": baseline, "percent": 100}])
 
 

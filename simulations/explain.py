@@ -38,7 +38,8 @@ def explain_file(path: str, policy: Any, *, at: str | None = None, number: int |
     result = replay_file(path, policy, keep_journal=True)
     decisions = [d for d in result.decisions if service is None or d.service == service]
     if not decisions:
-        raise ExplainError(f"{os.path.basename(path)}: no decisions" + (f" for service {service}" if service else ""))
+        which = f" for service {service}" if service else ""
+        raise ExplainError(f"{os.path.basename(path)}: no decisions{which}")
     index = _select(decisions, at, number)
     return explain_decision(decisions, index, result.journal, policy, recording=os.path.basename(path))
 
@@ -65,7 +66,8 @@ def _parse_at(text: str, first: datetime) -> datetime:
         hours, minutes = (int(part) for part in text.split(":")[:2])
         return first.replace(hour=hours, minute=minutes, second=59, microsecond=0)
     except ValueError:
-        raise ExplainError(f"--at {text!r}: expected an RFC 3339 time (2025-03-03T14:10:00Z) or HH:MM") from None
+        raise ExplainError(f"--at {text!r}: expected an RFC 3339 time (2025-03-03T14:10:00Z) "
+                           "or HH:MM") from None
 
 
 def explain_decision(decisions: list[Any], index: int, journal: list[dict[str, Any]], policy: Any, *,
@@ -74,7 +76,8 @@ def explain_decision(decisions: list[Any], index: int, journal: list[dict[str, A
     pol = policy.for_service(d.service) if hasattr(policy, "for_service") else policy
     traffic = (f"traffic {d.canary_percent_before}% → {d.canary_percent_after}%" if d.changes_traffic
                else f"traffic stays at {d.canary_percent_after}%")
-    lines = [f"Decision {index + 1} of {len(decisions)} in {recording}: {d.service} at {format_rfc3339(d.time)}",
+    lines = [f"Decision {index + 1} of {len(decisions)} in {recording}: {d.service} "
+             f"at {format_rfc3339(d.time)}",
              f"  {d.action.upper()} ({traffic}), triggered by {d.trigger or 'an event'}"
              + ("" if d.acted else "; NOT acted on (dry run or kill switch)"),
              f"  Reason as logged: {d.reason}", "", "State"]
@@ -131,8 +134,9 @@ def _trail(journal: list[dict[str, Any]], d: Any, names: set[str]) -> list[str]:
             for c in record.get("criteria", []):
                 if c.get("name") == name:
                     stat = c.get("statistic")
-                    points.append(f"{record['time'][11:16]} {c.get('outcome')} "
-                                  f"{'n/a' if stat is None else format(stat, '.3g') if isinstance(stat, float) else stat}")
+                    shown = stat if not isinstance(stat, float) else format(stat, ".3g")
+                    shown = "n/a" if stat is None else shown
+                    points.append(f"{record['time'][11:16]} {c.get('outcome')} {shown}")
         if points:
             out.append(f"  trail of {name} (time outcome statistic): " + ", ".join(points))
     return out
@@ -164,9 +168,10 @@ def _rule(d: Any, policy: Any) -> list[str]:
                     "window is active."]
         phase = policy.phases[max(d.phase - 2, 0)]
         minimum = phase.min_requests if phase.min_requests is not None else policy.evidence.min_requests
-        return [f"Every criterion the phase lists ({', '.join(phase.criteria) or 'none'}) PASSED, the phase's "
-                f"minimum time ({format_duration(phase.duration or 0)}) had passed with no minute missing, and "
-                f"it had at least {minimum} canary requests (evidence.min_requests): promote to the next phase."]
+        return [f"Every criterion the phase lists ({', '.join(phase.criteria) or 'none'}) PASSED, "
+                f"the phase's minimum time ({format_duration(phase.duration or 0)}) had passed with no "
+                f"minute missing, and it had at least {minimum} canary requests (evidence.min_requests): "
+                "promote to the next phase."]
     if action == "wait":
         return ["The phase's minimum time is over but not every gating criterion PASSES yet (or too few "
                 f"requests): keep the traffic and wait, up to the phase's max_extension; then "
@@ -178,7 +183,8 @@ def _rule(d: Any, policy: Any) -> list[str]:
                     "freeze holds at the current phase and never blocks a rollback."]
         if "missing" in text:
             return [f"No data for evidence.max_data_gap ({format_duration(policy.evidence.max_data_gap)}): "
-                    f"evidence.on_missing_data = {policy.evidence.on_missing_data}; missing data is never healthy."]
+                    f"evidence.on_missing_data = {policy.evidence.on_missing_data}; "
+                    "missing data is never healthy."]
         if "paused" in text:
             return ["An authorised operator paused the rollout; it holds until resumed."]
         if "alert" in text:
@@ -189,7 +195,8 @@ def _rule(d: Any, policy: Any) -> list[str]:
         warned = deciding_criteria(d)
         if warned:
             return ["A criterion that maps to 'hold' is past its warning level: "
-                    + "; ".join(f"{c.name} {c.verdict.outcome.value} → {_setting(c)} = {c.action}" for c in warned)
+                    + "; ".join(f"{c.name} {c.verdict.outcome.value} → {_setting(c)} = {c.action}"
+                                for c in warned)
                     + ". No promotion until it is normal again."]
         return [f"Hold: {d.reason}."]
     explanations = {
@@ -198,6 +205,7 @@ def _rule(d: Any, policy: Any) -> list[str]:
                 "failed permanently. It never fights a human; a person must decide.",
         "supersede": "A newer deploy of the same service replaced this rollout.",
         "refuse": "The command's principal is not in commands.authorized_principals; nothing was done.",
-        "kill-switch": "The global kill switch changed: while on, decisions are logged but none changes traffic.",
+        "kill-switch": "The global kill switch changed: while on, decisions are logged but none "
+                       "changes traffic.",
     }
     return [explanations.get(action, d.reason)]

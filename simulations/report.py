@@ -21,14 +21,18 @@ from simulations.report_data import ServiceData, collect
 from simulations.whatif import deciding_criteria
 
 CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px;color:#212529;max-width:1250px}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;border-bottom:2px solid #dee2e6;padding-bottom:4px;margin-top:32px}
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px;color:#212529;
+ max-width:1250px}
+h1{font-size:22px;margin-bottom:4px}
+h2{font-size:18px;border-bottom:2px solid #dee2e6;padding-bottom:4px;margin-top:32px}
 h3{font-size:15px;margin-top:22px} .muted{color:#868e96} .plot svg{max-width:100%;height:auto}
-table{border-collapse:collapse;font-size:12px;width:100%} th,td{border:1px solid #dee2e6;padding:3px 6px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;font-size:12px;width:100%}
+th,td{border:1px solid #dee2e6;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f1f3f5} .promote{color:#2b8a3e;font-weight:600} .rollback{color:#c92a2a;font-weight:600}
 .hold,.wait{color:#e67700;font-weight:600} .halt{color:#862e9c;font-weight:600}
 .outcome{display:inline-block;padding:2px 8px;border-radius:10px;background:#f1f3f5;font-weight:600}
-details{margin:2px 0} summary{cursor:pointer} pre{background:#f8f9fa;padding:10px;overflow:auto;font-size:11px}
+details{margin:2px 0} summary{cursor:pointer}
+pre{background:#f8f9fa;padding:10px;overflow:auto;font-size:11px}
 """
 OUTCOME = {"completed": "promoted", "rolled-back": "rolled back", "halted": "halted"}
 
@@ -72,10 +76,13 @@ def _outcome(data: ServiceData) -> str:
 
 def _service_section(data: ServiceData, policy: Any) -> str:
     e = html.escape
-    out = [f"<h2 id='svc-{e(data.service)}'>{e(data.service)} <span class=outcome>{e(_outcome(data))}</span></h2>",
+    timeline = report_plots.traffic_timeline(data)
+    comparison = report_plots.comparison(data, policy)
+    out = [f"<h2 id='svc-{e(data.service)}'>{e(data.service)} "
+           f"<span class=outcome>{e(_outcome(data))}</span></h2>",
            f"<p>canary <b>{e(data.canary)}</b> against baseline <b>{e(data.baseline)}</b></p>",
-           "<h3>Traffic by phase</h3>", f"<div class='plot timeline'>{report_plots.traffic_timeline(data)}</div>",
-           "<h3>Canary vs baseline</h3>", f"<div class='plot comparison'>{report_plots.comparison(data, policy)}</div>"]
+           "<h3>Traffic by phase</h3>", f"<div class='plot timeline'>{timeline}</div>",
+           "<h3>Canary vs baseline</h3>", f"<div class='plot comparison'>{comparison}</div>"]
     evidence = report_plots.evidence(data)
     out.append("<h3>Detector evidence over time</h3>")
     out.append(f"<div class='plot evidence'>{evidence}</div>" if evidence else
@@ -96,7 +103,8 @@ def _decision_table(data: ServiceData) -> str:
             f"<div>{'<b>' if c.name in deciding else ''}{e(c.name)}: {e(c.verdict.outcome.value)}"
             f"{'</b>' if c.name in deciding else ''} <span class=muted>{e(_numbers(c))}</span></div>"
             for c in d.criteria)
-        block = f"<details><summary>{len(d.criteria)} criteria</summary>{criteria}</details>" if d.criteria else ""
+        block = (f"<details><summary>{len(d.criteria)} criteria</summary>{criteria}</details>"
+                 if d.criteria else "")
         rows.append(f"<tr><td>{number}</td><td>{e(format_rfc3339(d.time))}</td>"
                     f"<td class='{e(d.action)}'>{e(d.action)}</td><td>{d.phase}</td>"
                     f"<td>{d.canary_percent_before}% → {d.canary_percent_after}%</td><td>{e(d.reason)}</td>"
@@ -124,9 +132,11 @@ def _logs(data: ServiceData) -> str:
         out.append(f"<p>for decision {e(str(record.get('decision_id')))}</p>")
         patterns = logs.get("patterns") if isinstance(logs, dict) else None
         if isinstance(patterns, list) and patterns:
+            cells = [(p.get("count", ""), p.get("pattern", p.get("message", p))) if isinstance(p, dict)
+                     else ("", p) for p in patterns]
             out.append("<table><tr><th>count</th><th>pattern</th></tr>" + "".join(
-                f"<tr><td>{e(str(p.get('count', '')))}</td><td>{e(str(p.get('pattern', p.get('message', p))))}</td></tr>"
-                if isinstance(p, dict) else f"<tr><td></td><td>{e(str(p))}</td></tr>" for p in patterns) + "</table>")
+                f"<tr><td>{e(str(count))}</td><td>{e(str(text))}</td></tr>" for count, text in cells)
+                + "</table>")
         else:
             out.append(f"<pre>{e(json.dumps(logs, indent=1, sort_keys=True)[:20000])}</pre>")
     return "\n".join(out)

@@ -86,8 +86,9 @@ def _segments(points: list[tuple[Any, int, int, str]], end: Any) -> list[tuple[A
     """Contiguous spans of one phase (or one terminal state) for shading and labels."""
     spans: list[list[Any]] = []
     for (start, _, phase, status) in points:
-        label, shade = TERMINAL_LABELS.get(status, (f"phase {phase}" + (" (held)" if status == "held" else ""),
-                                                    PHASE_SHADES[phase % len(PHASE_SHADES)]))
+        held = " (held)" if status == "held" else ""
+        shade_of_phase = PHASE_SHADES[phase % len(PHASE_SHADES)]
+        label, shade = TERMINAL_LABELS.get(status, (f"phase {phase}{held}", shade_of_phase))
         if spans and spans[-1][2] == label:
             continue
         if spans:
@@ -115,7 +116,8 @@ def _plot_arm(ax: Any, arm: Any, values: list[Any], colour: str, label: str, sca
     if not any(v is not None for v in values):
         return
     times, ys = _broken(arm.times, values)
-    ax.plot(times, [y * scale for y in ys], color=colour, linewidth=1.4, label=label, marker="o", markersize=2)
+    ax.plot(times, [y * scale for y in ys], color=colour, linewidth=1.4, label=label, marker="o",
+            markersize=2)
 
 
 def comparison(data: ServiceData, policy: Any) -> str:
@@ -131,7 +133,8 @@ def comparison(data: ServiceData, policy: Any) -> str:
                                 alpha=0.15, linewidth=0)
             _plot_arm(ax, arm, arm.error_rate, colour, f"{name} {arm.revision}", 100.0)
         ax.axhline(km.error_rate.normal * 100, color="#2b8a3e", linewidth=0.8, linestyle=":", label="normal")
-        ax.axhline(km.error_rate.critical * 100, color="#c92a2a", linewidth=0.8, linestyle=":", label="critical")
+        ax.axhline(km.error_rate.critical * 100, color="#c92a2a", linewidth=0.8, linestyle=":",
+                   label="critical")
         ax.set_title("5xx error rate per minute (%), 95% bands", loc="left")
         ax.legend(frameon=False, fontsize=7)
         ax = axes[0][1]
@@ -148,7 +151,9 @@ def comparison(data: ServiceData, policy: Any) -> str:
         ax = axes[1][1]
         for arm, colour, name in ((baseline, BASELINE, "baseline"), (canary, CANARY, "canary")):
             _plot_arm(ax, arm, arm.memory, colour, f"{name} memory", 100.0)
-        for level, colour in ((km.memory_utilization.warning, "#e67700"), (km.memory_utilization.critical, "#c92a2a")):
+        mem = km.memory_utilization
+        memory_levels = ((mem.warning, "#e67700"), (mem.critical, "#c92a2a"))
+        for level, colour in memory_levels:
             ax.axhline(level * 100, color=colour, linewidth=0.8, linestyle=":")
         ax.set_title("memory utilisation (%)", loc="left")
         ax.legend(frameon=False, fontsize=7)

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 from daemon.clock import format_rfc3339
 
-OUTCOME_OF_STATUS = {"completed": "promoted", "rolled-back": "rolled_back", "halted": "halted", "idle": "none"}
+OUTCOME_OF_STATUS = {"completed": "promoted", "rolled-back": "rolled_back", "halted": "halted",
+                     "idle": "none"}
 
 
 def decision_key(decision: Any) -> tuple[str, str, int, int, int]:
@@ -34,7 +35,8 @@ def deciding_criteria(decision: Any) -> list[Any]:
     """The criteria that produced this decision (what the policy's rules acted on)."""
     criteria = list(decision.criteria)
     if decision.action == "rollback":
-        chosen = [c for c in criteria if c.action == "rollback" and c.verdict.outcome.value in ("fail", "warn")]
+        chosen = [c for c in criteria
+                  if c.action == "rollback" and c.verdict.outcome.value in ("fail", "warn")]
     elif decision.action == "hold":
         chosen = [c for c in criteria if c.action == "hold" and c.verdict.outcome.value in ("fail", "warn")]
     elif decision.action == "wait":

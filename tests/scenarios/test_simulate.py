@@ -73,7 +73,8 @@ def test_recording_replays_to_the_same_decisions(policy, tmp_path):
     out = tmp_path / "sim.jsonl"
     result = simulate_file(os.path.join(SCENARIOS, "slow-leak.yaml"), policy, record=str(out))
     replayed = replay_file(str(out), policy)
-    assert [decision_line(d, "x") for d in replayed.decisions] == [decision_line(d, "x") for d in result.decisions]
+    expected = [decision_line(d, "x") for d in result.decisions]
+    assert [decision_line(d, "x") for d in replayed.decisions] == expected
 
 
 def test_seed_changes_data_and_is_deterministic(policy):

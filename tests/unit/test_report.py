@@ -57,8 +57,9 @@ def test_report_covers_every_service_of_a_multi_service_recording(policy):
 
 
 def test_report_shows_captured_error_log_patterns(errors_result, policy):
+    logs = {"patterns": [{"count": 41, "pattern": "NullPointer in /cart"}]}
     journal = errors_result.journal + [{"type": "decision-logs", "decision_id": "x#3", "service": "checkout",
-                                        "logs": {"patterns": [{"count": 41, "pattern": "NullPointer in /cart"}]}}]
+                                        "logs": logs}]
     result = type(errors_result)(recording=errors_result.recording, decisions=errors_result.decisions,
                                  journal=journal, engine=errors_result.engine)
     page = render_report(result, policy)
@@ -88,7 +89,8 @@ def test_report_renders_in_headless_chromium(errors_result, policy, tmp_path):
     browser = _chromium()
     if browser is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("chromium is required in CI for the report screenshot test (apt-get install chromium)")
+            pytest.fail("chromium is required in CI for the report screenshot test "
+                        "(apt-get install chromium)")
         pytest.skip("chromium not installed")
     report = tmp_path / "report.html"
     shot = tmp_path / "shot.png"
@@ -116,7 +118,8 @@ def test_report_renders_in_headless_chromium(errors_result, policy, tmp_path):
 
 def test_cli_replay_writes_the_report(tmp_path):
     out = tmp_path / "nested" / "r.html"
-    done = subprocess.run([sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main())", "replay",
+    entry = "import sys; from daemon.cli import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", entry, "replay",
                            os.path.join(CORPUS, "memory-past-95.jsonl"), "--report", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr

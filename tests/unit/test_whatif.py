@@ -49,7 +49,8 @@ def test_json_form(pair):
     assert row["new"]["outcome"] == row["old"]["outcome"] == "rolled_back"
     criteria = [c for d in row["differences"] for side in ("new", "old") if d[side]
                 for c in d[side]["criteria"]]
-    assert any(c["name"] == "error_ratio" and c["outcome"] == "fail" and c["threshold"] == 400 for c in criteria)
+    assert any(c["name"] == "error_ratio" and c["outcome"] == "fail" and c["threshold"] == 400
+               for c in criteria)
 
 
 def test_deciding_criteria_of_a_rollback_are_the_failing_ones(pair):
