@@ -12,16 +12,26 @@ import argparse
 import importlib.util
 import os
 import sys
+from types import ModuleType
+
+
+def _cli() -> ModuleType:
+    """The running daemon.cli module. Under `python -m daemon.cli` it is `__main__`, a second copy
+    whose `main()` catches its own CliError class, not daemon.cli's."""
+    running = sys.modules.get("__main__")
+    spec = getattr(running, "__spec__", None)
+    if running is not None and getattr(spec, "name", None) == "daemon.cli":
+        return running
+    import daemon.cli
+    return daemon.cli
 
 
 def _cli_error(message: str) -> Exception:
-    from daemon.cli import CliError
-    return CliError(message)
+    return _cli().CliError(message)
 
 
 def _policy(path: str | None):
-    from daemon.cli import _policy_or_default
-    return _policy_or_default(path)
+    return _cli()._policy_or_default(path)
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
