@@ -117,6 +117,8 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 def _load_extra_commands() -> None:
     import importlib
 
+    _EXTRA_COMMANDS.clear()  # idempotent: main() may be called more than once in one process
+
     for module in ("daemon.cli_run", "daemon.cli_tools"):
         try:
             loaded = importlib.import_module(module)
