@@ -421,7 +421,9 @@ def test_outage_mid_stream_is_seen_by_the_probe_and_the_source_recovers(bed: Bed
         # A message published during the outage may have been handed to the dead stream by the
         # server, and then only returns after its ack deadline; so check with one sent now.
         bed.publish_raw(b"after")
-        wait_for(lambda: handle.count(b"after") == 1, 15, "a message through the new stream")
+        # Under load the server may still hand even this one to the stream it has not yet noticed
+        # is dead; it then comes back after the subscription's 60 s ack deadline. Delayed, not lost.
+        wait_for(lambda: handle.count(b"after") == 1, 75, "a message through the new stream")
         assert handle.count(b"before") == 1 and source.stats.connects >= 2
     finally:
         source.stop()
