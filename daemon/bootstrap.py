@@ -85,8 +85,11 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
     world = SandboxWorld(services, cloud, publish, seed, world_path)
     saved = world.saved_clock()
     if journal_path and os.path.exists(journal_path):
-        count, last = recover_engine(engine, read_lines(journal_path))
-        resume_at = max(t for t in (saved, last, DEFAULT_START) if t is not None)
+        count, _ = recover_engine(engine, read_lines(journal_path))
+        # Resume after the world's last complete minute, not after the last journaled event: a crash
+        # in the middle of a minute must simulate that minute again (its events already journaled
+        # are duplicates, which change nothing), or its remaining deploys and metrics are lost.
+        resume_at = saved if saved is not None else DEFAULT_START
         clock.advance_to(resume_at)
         print(f"rollbackd: resumed from {state_dir}: {count} journaled events, virtual time "
               f"{resume_at.isoformat()}", file=err)

@@ -107,6 +107,10 @@ class Engine:
         # printed or acted on again; inputs, ticks and evidence are not re-journaled.
         self.recovering = False
         self.known_decisions: set[str] = set()
+        # The last traffic change of each service whose decision was already journaled: a crash
+        # between the journal's fsync and the update would lose it, so recovery re-applies it
+        # (idempotent: no call when the traffic is already as wanted). See reapply_recovered().
+        self.recovered_traffic: dict[str, SetTraffic] = {}
         base = policy()
         self.rate_limiter = RateLimiter(base.rate_limits.max_actions_per_service_per_hour,
                                         base.rate_limits.max_actions_per_project_per_hour)
@@ -207,7 +211,13 @@ class Engine:
         if self.recovering:
             fresh = [d for d in decisions if d.decision_id not in self.known_decisions]
             if not fresh and decisions:
-                return  # already journaled and acted on before the restart
+                # Journaled before the restart; its traffic change may not have landed.
+                for command in result.commands:
+                    if isinstance(command, SetTraffic):
+                        self.recovered_traffic[command.service] = command
+                return
+            if any(isinstance(command, SetTraffic) for command in result.commands):
+                self.recovered_traffic.pop(name, None)  # a newer change is carried out now
             decisions = fresh
         for decision in decisions:
             self.journal.write(decision.to_json(), durable=True)
@@ -216,6 +226,23 @@ class Engine:
             if self.on_decision is not None:
                 self.on_decision(decision)
         self._carry_out(result.commands, decisions, pending)
+
+    def reapply_recovered(self) -> Outputs:
+        """After recovery from the journal: make sure each service's last journaled traffic change
+        landed. A crash between journaling a decision and acting on it would otherwise leave Cloud Run
+        one step behind the rollout (and the next change would look like a human's). The controller
+        makes no call when the traffic is already as wanted; a real human change still stands us down."""
+        out = Outputs()
+        with self._lock:
+            pending: deque[Event] = deque()
+            for _, command in sorted(self.recovered_traffic.items()):
+                failure = self._set_traffic(command)
+                if failure is not None:
+                    pending.append(failure)
+            self.recovered_traffic.clear()
+            while pending:
+                self._handle(pending.popleft(), out, pending)
+        return out
 
     # --- commands -------------------------------------------------------------------------------
     def _carry_out(self, commands: Iterable[Any], decisions: list[Decision], pending: deque[Event]) -> None:

@@ -53,6 +53,9 @@ class SandboxService:
     deploy_at: datetime
     deployed: bool = False
     errors_served: dict[str, int] = field(default_factory=dict)
+    # [minute, canary percent] of every simulated minute: a restart replays the model through them to
+    # rebuild its carried-over nuisance state (AR(1) drifts) exactly.
+    history: list[list[Any]] = field(default_factory=list)
 
 
 def builtin_scenarios() -> dict[str, list[str]]:
@@ -161,7 +164,7 @@ class SandboxWorld:
         self.services = {s.service: s for s in services}
         self.cloud = cloud
         self.publish = publish
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.state_path = state_path
         self._load()
         for s in services:
@@ -170,17 +173,26 @@ class SandboxWorld:
                 if not self.cloud.traffic_of(s.service):
                     self.cloud.set_traffic_by_hand(s.service, {s.baseline: 100})
 
+    def _rng(self, at: datetime, index: int) -> np.random.Generator:
+        # One generator per service and minute, from (seed, minute, service): with the replayed
+        # history, a restarted sandbox simulates the minutes after a crash exactly as an
+        # uninterrupted run would, so their decisions can be compared.
+        return np.random.default_rng([self.seed, int(at.timestamp()) // 60, index])
+
     def minute(self, at: datetime) -> None:
-        for s in self.services.values():
+        for index, s in enumerate(self.services.values()):
             if not s.deployed and at >= s.deploy_at:
-                self.cloud.deploy(s.service, s.canary, baseline=s.baseline)
+                known = self.cloud.services.get(s.service)
+                if known is None or s.canary not in known.revisions:  # a restart may find it deployed
+                    self.cloud.deploy(s.service, s.canary, baseline=s.baseline)
                 self.publish(json.dumps(audit_deploy_entry(s.service, s.canary, s.baseline, at)).encode())
                 s.deployed = True
                 continue
             if not s.deployed:
                 continue
             percent = self.cloud.traffic_of(s.service).get(s.canary, 0)
-            canary, baseline = s.model.minute(at, percent, self.rng)
+            canary, baseline = s.model.minute(at, percent, self._rng(at, index))
+            s.history.append([format_rfc3339(at), percent])
             for metrics in (baseline, canary):
                 if metrics is None:
                     continue
@@ -195,8 +207,8 @@ class SandboxWorld:
         if not self.state_path:
             return
         data = {"clock": format_rfc3339(at),
-                "services": {n: {"deployed": s.deployed, "errors_served": s.errors_served}
-                             for n, s in self.services.items()}}
+                "services": {n: {"deployed": s.deployed, "errors_served": s.errors_served,
+                                 "history": s.history} for n, s in self.services.items()}}
         temporary = self.state_path + ".tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(data, handle)
@@ -211,6 +223,12 @@ class SandboxWorld:
             if name in self.services:
                 self.services[name].deployed = bool(saved.get("deployed"))
                 self.services[name].errors_served = dict(saved.get("errors_served", {}))
+        for index, s in enumerate(self.services.values()):
+            saved_history = data.get("services", {}).get(s.service, {}).get("history", [])
+            for stamp, percent in saved_history:  # rebuild the model's carried-over state
+                at = parse_rfc3339(stamp)
+                s.model.minute(at, percent, self._rng(at, index))
+            s.history = [list(item) for item in saved_history]
 
     def saved_clock(self) -> datetime | None:
         if not self.state_path or not os.path.exists(self.state_path):

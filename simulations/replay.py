@@ -168,6 +168,8 @@ def recover_engine(engine: Engine, lines: Iterable[str]) -> tuple[int, datetime 
                 replayer.feed(event, received)
                 count += 1
                 last = received or event.time
+        engine.recovering, engine.known_decisions = False, set()
+        engine.reapply_recovered()  # on the journal's clock: a journaled change the crash cut off
     finally:
         engine.recovering, engine.known_decisions = False, set()
         engine.clock = saved_clock
