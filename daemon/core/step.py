@@ -52,9 +52,10 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
         state = state.remember(key)
     present = now or getattr(event, "time", None)
     rollout = state.rollout
-    if (rollout is not None and isinstance(event, (Alert, Command, TrafficChanged))
+    if (rollout is not None and isinstance(event, (Alert, Command, TrafficChanged, Deploy))
             and event.time < rollout.started_at):
-        # From before this rollout began (a late redelivery): it cannot be about this canary.
+        # From before this rollout began (a late redelivery): it cannot be about this canary. A deploy
+        # older than the rollout is the one before it (or its baseline's): it must not supersede.
         return Step(state=state, note=f"{event.kind} from before the rollout started; ignored")
     try:
         if isinstance(event, Deploy):
