@@ -95,6 +95,13 @@ def _on_deploy(state: ServiceState, event: Deploy, policy: Policy, actions_enabl
     if event.revision is None:
         return _reject(state, event, "the deploy does not name its revision; it must be resolved from Cloud Run first")
     if current is not None and current.canary == event.revision:
+        if (current.status.active and event.canary_percent is not None and event.time > current.started_at
+                and event.canary_percent != current.canary_percent):
+            # A full update of the service (v2 UpdateService re-sends the template) by someone else
+            # that moved the canary's share: a traffic change by a human, whatever its method name.
+            return _on_traffic_changed(state, TrafficChanged(
+                time=event.time, service=event.service, canary_percent=event.canary_percent,
+                principal=event.principal, detail=f"{event.source} update of {event.revision}"), policy)
         return Step(state=state, note=f"{event.revision} is already this service's canary")
     if event.canary_percent not in (0, None):
         # Not a canary deploy: the revision got traffic directly. Remember it as stable when it has all.
