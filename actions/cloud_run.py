@@ -31,7 +31,7 @@ from actions.base import (ApplyResult, ConflictError, ManualChangeError, Permane
 from actions.errors import ErrorHook, guarded
 from actions.retry import call_with_retry
 from daemon.clock import Clock
-from daemon.core.commands import DeleteRevision, SetTraffic
+from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
 
 T = TypeVar("T")
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
@@ -218,7 +218,8 @@ class CloudRunTrafficController:
         spec = split_of(service)
         # The canary tag must exist: on our canary, or on a newer deploy's revision (left alone).
         spec_ok = spec == wanted and self.canary_tag in tags_of(service)
-        annotations_ok = all(service.annotations.get(k) == v for k, v in cmd.annotations.items())
+        annotations_ok = all(service.annotations.get(k) == v for k, v in cmd.annotations.items()
+                             if k not in DESCRIPTIVE_ANNOTATIONS)
         if spec_ok and annotations_ok:
             if split_of(service, statuses=True) == wanted:
                 return ApplyResult(changed=progress.sent, service=to_view(service))

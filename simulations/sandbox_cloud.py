@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actions.base import (ApplyResult, ManualChangeError, PermanentError, ServiceView, TrafficEntry)
-from daemon.core.commands import DeleteRevision, SetTraffic
+from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
 
 
 @dataclass
@@ -135,7 +135,8 @@ class SimulatedCloudRun:
             wanted_traffic = [{"revision": command.baseline, "percent": 100 - command.canary_percent, "tag": ""},
                               {"revision": command.canary, "percent": command.canary_percent, "tag": "canary"}]
             same_traffic = {r: p for r, p in current.items() if p} == {r: p for r, p in wanted.items() if p}
-            same_annotations = all(service.annotations.get(k) == v for k, v in command.annotations.items())
+            same_annotations = all(service.annotations.get(k) == v for k, v in command.annotations.items()
+                                   if k not in DESCRIPTIVE_ANNOTATIONS)
             # Already as wanted (e.g. re-applied after a restart): idempotent, no call. Checked before
             # the manual-change rule, so a replayed command never looks like a human's change.
             if same_traffic and same_annotations:

@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 ANNOTATION_PREFIX = "rollbackd.dev/"
+# Annotations that describe a decision rather than where the rollout is. Two replicas that make the
+# same decision from the same data can word it differently, and one may reach it a minute later
+# (each sees the data arrive at its own pace, and a replica that resynced just before the other's
+# write still thinks the phase is open). So "is the service already as wanted?" ignores them: the
+# first write wins, its phase start included, and a change lands once however many replicas decide it.
+DESCRIPTIVE_ANNOTATIONS = frozenset({f"{ANNOTATION_PREFIX}last-decision", f"{ANNOTATION_PREFIX}decisions",
+                                     f"{ANNOTATION_PREFIX}phase-started"})
 
 
 @dataclass(frozen=True, slots=True)

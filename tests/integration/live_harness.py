@@ -99,14 +99,16 @@ class Fakes:
     """Cloud Run, Monitoring and Logging fakes on loopback; `with Fakes(clock) as fakes:`."""
 
     def __init__(self, clock: Any, *, project: str = PROJECT, location: str = LOCATION,
-                 cloud_run: Any = None) -> None:
+                 cloud_run: Any = None, monitoring: Any = None) -> None:
+        """`cloud_run`/`monitoring`: an instance of the fake (or a subclass) to use instead of a new one."""
         from tests.fakes.cloud_run import CloudRunFake
         from tests.fakes.logging_fake import LoggingFake
         from tests.fakes.monitoring import FakeMonitoring
 
         self.project, self.location, self.clock = project, location, clock
         self.cloud_run = cloud_run if cloud_run is not None else CloudRunFake()
-        self.monitoring = FakeMonitoring(project=project, location=location, clock=clock)
+        self.monitoring = monitoring if monitoring is not None else \
+            FakeMonitoring(project=project, location=location, clock=clock)
         self.logging = LoggingFake()
 
     def start(self) -> "Fakes":

@@ -104,6 +104,23 @@ def test_idempotent_apply_makes_no_update(cloud_run_fake, service, controller):
     assert cloud_run_fake.annotations_of(service)["rollbackd.dev/phase"] == "p5-hold"
 
 
+def test_same_step_decided_by_another_replica_is_not_written_again(cloud_run_fake, service, controller):
+    """Two replicas promote the same step a minute apart, worded differently: the second finds the
+    traffic and the rollout's state as wanted and makes no call (the first writer's phase start stands)."""
+    assert controller.apply(cmd(5, 0, phase="1")).changed
+    first = cmd(25, 5, phase="2")
+    first.annotations.update({"rollbackd.dev/phase-started": "2026-11-24T15:06:00Z",
+                              "rollbackd.dev/last-decision": "promote after 193s", "rollbackd.dev/decisions": "2"})
+    assert controller.apply(first).changed
+    updates = cloud_run_fake.requests.count("UpdateService")
+    second = cmd(25, 5, phase="2")
+    second.annotations.update({"rollbackd.dev/phase-started": "2026-11-24T15:07:00Z",
+                               "rollbackd.dev/last-decision": "promote after 253s", "rollbackd.dev/decisions": "3"})
+    assert not controller.apply(second).changed
+    assert cloud_run_fake.requests.count("UpdateService") == updates
+    assert cloud_run_fake.annotations_of(service)["rollbackd.dev/phase-started"] == "2026-11-24T15:06:00Z"
+
+
 def test_stale_etag_rereads_and_succeeds(cloud_run_fake, service, controller):
     # Someone else's write (labels only) lands between our read and our write: the first
     # UpdateService carries a stale etag, is refused with ABORTED, and the controller re-reads.
