@@ -33,11 +33,18 @@ Ordering
 Reconnecting
 - A supervisor thread checks the subscription (`GetSubscription`), opens the stream and then waits
   for the stream to end, probing the subscription every `probe_interval_s`. When the stream fails
-  (subscription deleted: NotFound; permissions; ...) or a probe fails, it closes the client and
+  (subscription deleted: NotFound; permissions; ...) or a probe fails, it drops the client and
   reconnects with full-jitter exponential backoff (`actions.retry.backoff_s`). The probe matters:
   while the server is unreachable the client library retries the stream by itself and the future
-  never fails, and after the outage its resumed stream was seen to stay silent. So `ready` is False
-  (with `last_error`) from the first failed probe until a fresh client has the subscription again.
+  never fails, and a half-open connection (a partition that delivers no FIN or RST) shows no error
+  at all. A probe on the same channel fails within `probe_timeout_s` in both cases, so an outage is
+  seen within `probe_interval_s + probe_timeout_s` and `ready` is False (with `last_error`) from
+  then until a fresh client has the subscription again.
+- A dropped client is torn down on its own thread, channel first. Its library keeps re-opening
+  the stream until the channel is closed (it was seen to open a new stream on the old channel as
+  soon as the network came back), and closing can take ~10 s: the library's re-open throttle
+  (5 per 10 s) sleeps on the gRPC callback thread, and `close()` waits for it. So the supervisor
+  neither waits for that nor lets the old client reconnect: the new client connects at once.
 - Messages the server handed to a stream that then broke come back after the subscription's ack
   deadline (`ensure_subscription(ack_deadline_s=60)`): an outage delays them, never loses them.
 - All waiting goes through the `clock` and an Event, so `stop()` is prompt. Pass `SystemClock`:
@@ -180,9 +187,9 @@ class PubSubEventSource:
             connected_at = self._connect()
             if connected_at is not None:
                 self._watch()
-                self._disconnect()
                 if self._stop.is_set():
-                    break
+                    break  # the graceful disconnect below
+                self._drop()
                 if self._clock.monotonic() - connected_at >= self.stable_after_s:
                     attempt = 0  # it worked for a while: start the backoff over
             attempt += 1
@@ -223,9 +230,8 @@ class PubSubEventSource:
             try:
                 self._probe()
             except Exception as exc:  # noqa: BLE001 - reconnect from scratch
-                # The library would resume the stream by itself, but after an outage it was seen
-                # (tests/integration, through a cut proxy) to stay silent for well over 15 s while
-                # the subscription answered again. A fresh client and stream is what `ready` means.
+                # The library would resume the stream by itself, but we could not tell a resumed
+                # stream from a stalled one. A fresh client and stream is what `ready` means.
                 self._failed(exc, "probe")
                 return
         if future.done() and not future.cancelled() and not self._stop.is_set():
@@ -242,15 +248,22 @@ class PubSubEventSource:
         self._set(False, f"disconnected from {self.subscription_path}: {text}", text)
 
     def _disconnect(self) -> None:
+        """Graceful (stop): cancel the stream, let the library nack what it holds, then close."""
         future, self._future = self._future, None
         if future is not None:
             self.stats.disconnects += 1
-            try:
-                future.cancel()
-                future.result(timeout=self.probe_timeout_s)
-            except Exception:  # noqa: BLE001 - a cancelled or failed stream: nothing more to learn
-                pass
+            _cancel(future, self.probe_timeout_s)
         self._close_client()
+
+    def _drop(self) -> None:
+        """After a failure: tear the old client down on its own thread, channel first, and return at
+        once (see "Reconnecting"). Its held messages come back after the ack deadline."""
+        future, self._future = self._future, None
+        client, self._client = self._client, None
+        if future is not None:
+            self.stats.disconnects += 1
+        threading.Thread(target=_teardown, args=(client, future, self.probe_timeout_s),
+                         name="pubsub-source-teardown", daemon=True).start()
 
     def _close_client(self) -> None:
         client, self._client = self._client, None
@@ -259,6 +272,26 @@ class PubSubEventSource:
                 client.close()
             except Exception:  # noqa: BLE001 - closing a broken channel may complain; it is closed
                 pass
+
+
+def _cancel(future: Any, timeout_s: float) -> None:
+    try:
+        future.cancel()
+        future.result(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - a cancelled or failed stream: nothing more to learn
+        pass
+
+
+def _teardown(client: Any, future: Any, timeout_s: float) -> None:
+    """Close the channel (no new stream can start on it; may block ~10 s, see "Reconnecting"), then
+    stop the library's threads."""
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closing a broken channel may complain; it is closed
+            pass
+    if future is not None:
+        _cancel(future, timeout_s)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -313,7 +313,12 @@ def test_unreachable_server_keeps_source_unready_and_stop_is_prompt(pubsub_emula
 
 class Proxy:
     """A loopback TCP relay to the emulator that the test can cut and restore (an outage without
-    killing the shared emulator)."""
+    killing the shared emulator), or blackhole (a partition: bytes vanish, nobody sees a FIN).
+
+    Each relayed connection is a pair of sockets with one pump thread per direction. When one
+    direction ends, both sockets are shut down before they are closed: a bare close() does not wake
+    the other pump blocked in recv(), and the kernel keeps that socket open (no FIN to the emulator)
+    for as long as it is blocked, which left half-open connections to the emulator behind."""
 
     def __init__(self, target: str) -> None:
         import socket
@@ -322,6 +327,7 @@ class Proxy:
         self._socket_mod = socket
         self._conns: list[Any] = []
         self._lock = threading.Lock()
+        self._blackhole = threading.Event()
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port = probe.getsockname()[1]
@@ -343,6 +349,7 @@ class Proxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def down(self) -> None:
+        """Refuse new connections and close every relayed one on both sides (FIN to both ends)."""
         listener, self._listener = self._listener, None
         if listener is not None:
             try:  # close() alone does not wake a thread blocked in accept(): the port would stay open
@@ -350,14 +357,23 @@ class Proxy:
             except OSError:
                 pass
             listener.close()
+        self._cut_all()
+
+    def blackhole(self) -> None:
+        """From now on relayed bytes are dropped in both directions; connections stay open."""
+        self._blackhole.set()
+
+    def heal(self) -> None:
+        """End the partition. The connections that lived through it are closed on both sides, as
+        TCP does once the peers' retransmitted FIN/RST get through; new ones are relayed again."""
+        self._cut_all()
+        self._blackhole.clear()
+
+    def _cut_all(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:
-            try:
-                conn.shutdown(self._socket_mod.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+            _shut(conn, self._socket_mod.SHUT_RDWR)
 
     def _accept(self, listener: Any) -> None:
         while True:
@@ -365,30 +381,53 @@ class Proxy:
                 client, _ = listener.accept()
             except OSError:
                 return
-            upstream = self._socket_mod.create_connection(self._target)
+            try:
+                upstream = self._socket_mod.create_connection(self._target)
+            except OSError:
+                _shut(client, self._socket_mod.SHUT_RDWR)
+                continue
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: Any, dst: Any) -> None:
+    def _pump(self, src: Any, dst: Any) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._blackhole.is_set():
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
             for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+                _shut(s, self._socket_mod.SHUT_RDWR)
 
 
-@pytest.mark.skip(reason="flaky in the full suite: after the proxy outage the first new message is "
-                         "sometimes not delivered even within 75 s (passes alone); to be investigated")
-def test_outage_mid_stream_is_seen_by_the_probe_and_the_source_recovers(bed: Bed, pubsub_emulator: str) -> None:
+def _shut(sock: Any, how: int) -> None:
+    """shutdown() then close(), ignoring a socket that is already gone."""
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("outage", ["cut", "blackhole"])
+def test_outage_mid_stream_is_seen_by_the_probe_and_the_source_recovers(bed: Bed, pubsub_emulator: str,
+                                                                       outage: str) -> None:
+    """A cut connection (both ends see it close) or a blackholed one (half-open: no FIN, no RST, the
+    library sees no error at all) makes the source not ready within a probe interval plus a probe
+    timeout; once the network is back, a fresh client consumes again.
+
+    Emulator caveat (cloud-pubsub-emulator 0.8.20, checked without any relay): a StreamingPull
+    that ends, whether cancelled or its connection closed, stays registered on the subscription
+    (its cancel handler fails with NoSuchMethodError, see the emulator log), and the emulator
+    keeps leasing it a share of new messages, which only come back after the ack deadline. A
+    ghost is created by the outage itself, so which message after recovery reaches the new stream
+    first is the emulator's choice: publish until one does."""
     import grpc
     from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
@@ -411,21 +450,38 @@ def test_outage_mid_stream_is_seen_by_the_probe_and_the_source_recovers(bed: Bed
         wait_for(lambda: source.ready, 10, "subscribed through the proxy")
         bed.publish_raw(b"before")
         wait_for(lambda: source.stats.acked == 1, 10, "a message before the outage")
+        time.sleep(0.3)  # acks leave in ~0.1 s batches as unary calls: let this one reach the server
 
-        proxy.down()
-        # The client library retries the stream itself and its future never fails: only the probe
-        # can tell that nothing is arriving.
+        if outage == "cut":
+            proxy.down()
+        else:
+            proxy.blackhole()
+        # The client library retries the stream itself and its future never fails (through a
+        # blackhole it does not even see an error): only the probe can tell.
         wait_for(lambda: not source.ready, 10, "the probe to notice the outage")
-        assert "UNAVAILABLE" in source.status()[1] or "DEADLINE_EXCEEDED" in source.status()[1]
+        reason = source.status()[1]
+        if outage == "cut":
+            assert "UNAVAILABLE" in reason or "DEADLINE_EXCEEDED" in reason, reason
+        else:
+            assert "DEADLINE_EXCEEDED" in reason, reason
+        time.sleep(0.5)  # reconnect attempts fail meanwhile
+        assert not source.ready
 
-        proxy.up()
+        if outage == "cut":
+            proxy.up()
+        else:
+            proxy.heal()
         wait_for(lambda: source.ready, 15, "ready again once the server answers")
-        # A message published during the outage may have been handed to the dead stream by the
-        # server, and then only returns after its ack deadline; so check with one sent now.
-        bed.publish_raw(b"after")
-        # Under load the server may still hand even this one to the stream it has not yet noticed
-        # is dead; it then comes back after the subscription's 60 s ack deadline. Delayed, not lost.
-        wait_for(lambda: handle.count(b"after") == 1, 75, "a message through the new stream")
+        sent: list[bytes] = []
+
+        def one_delivered() -> bool:
+            if not any(handle.count(data) for data in sent):
+                sent.append(f"after-{len(sent)}".encode())
+                bed.publish_raw(sent[-1])
+                time.sleep(0.3)
+            return any(handle.count(data) for data in sent)
+
+        wait_for(one_delivered, 30, "a message published after recovery to reach handle")
         assert handle.count(b"before") == 1 and source.stats.connects >= 2
     finally:
         source.stop()
