@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Only what the package needs: tests, simulations' recordings corpus and benchmarks stay out.
+# Only what the package needs (tests and benchmarks stay out). tests/packaging/test_dockerfile.py
+# carries out these steps in a fresh venv, since CI has no Docker engine.
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
 COPY detectors ./detectors
