@@ -92,7 +92,8 @@ def test_capture_follows_pages(logs, source):
     assert logs.requests.of("ListLogEntries")[0].page_size == 25
 
 
-@pytest.mark.parametrize("code", ["UNAVAILABLE", "PERMISSION_DENIED", "DEADLINE_EXCEEDED", "INVALID_ARGUMENT"])
+@pytest.mark.parametrize("code", ["UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED",
+                                  "PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT"])
 def test_faults_become_data_not_exceptions(logs, source, code):
     logs.faults.inject("ListLogEntries", code, times=-1)
     captured = source.capture(capture_cmd())

@@ -208,6 +208,20 @@ def test_transient_fault_is_retried_and_succeeds(fake, clock):
     assert col.calls_made == 6
 
 
+def test_slow_monitoring_times_out_and_gives_no_metrics(fake, clock):
+    """A response slower than the call deadline is DEADLINE_EXCEEDED: retried, then the minutes
+    stay missing (never healthy) and the window is asked for again on the next tick."""
+    fill(fake, ["checkout"], range(1, 6))
+    fake.faults.inject("ListTimeSeries", None, delay_s=1.0, times=-1)
+    col = collector(fake, clock, timeout_s=0.2)
+    result = col.collect(targets(["checkout"]), T0, T0 + timedelta(minutes=5))
+    assert not result.ok and result.metrics == [] and result.error_code == "DEADLINE_EXCEEDED"
+    assert result.permanent is False and result.end == result.start
+    fake.faults.clear()
+    again = col.collect(targets(["checkout"]), T0, T0 + timedelta(minutes=5))
+    assert again.ok and len(again.metrics) == 10
+
+
 def test_backfill_chunks_through_the_same_path(fake, clock):
     clock.advance_to(T0 + timedelta(hours=3))
     fill(fake, ["checkout"], range(1, 151))
