@@ -70,6 +70,13 @@ class RateLimiter:
         p.append(at)
         return True
 
+    def refund(self, service: str, project: str, at: datetime) -> None:
+        """Give back the slot `allow` just took: the service was already as wanted (another replica,
+        or a restart re-applying its journal, got there first), so no traffic moved."""
+        for queue in (self._service.get(service), self._project.get(project)):
+            if queue and queue[-1] == at:
+                queue.pop()
+
 
 @dataclass
 class Outputs:
@@ -270,7 +277,9 @@ class Engine:
             return ActionFailed(time=at, service=command.service, action="set-traffic",
                                 error="rate limit on traffic changes reached (policy rate_limits)")
         try:
-            self.traffic.apply(command)
+            result = self.traffic.apply(command)
+            if result is not None and not result.changed and not self.dry_run:  # dry run: count as if acted
+                self.rate_limiter.refund(command.service, command.project, at)
             return None
         except ManualChangeError as error:
             return TrafficChanged(time=at, service=command.service, canary_percent=error.observed_canary_percent,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from daemon.core.commands import ANNOTATION_PREFIX as P
-from tests.integration.live_harness import (START, Fakes, LiveProcess, Publisher, RevisionProfile, SharedClock,
+from tests.integration.live_harness import (SHORT_POLICY, START, Fakes, LiveProcess, Publisher, RevisionProfile, SharedClock,
                                             Topics, TrafficFeeder, audit_replace_service, live_settings,
                                             monitoring_sink, wait_until, write_config)
 
@@ -56,8 +56,13 @@ def run_replicas(replicas: int, tmp: Path, *, kill_one_after_updates: int | None
         feeder = TrafficFeeder(clock, fakes.cloud_run, monitoring_sink(fakes.monitoring))
         processes: list[LiveProcess] = []
         try:
+            # The test policy allows 500 changes per project and hour; 200 rollouts make 800 in
+            # about 20 virtual minutes, which is exactly what that rail is for. Raise it here.
+            policy = tmp / "replicas-policy.yaml"
+            policy.write_text(Path(SHORT_POLICY).read_text(encoding="utf-8").replace(
+                "max_actions_per_project_per_hour: 500", "max_actions_per_project_per_hour: 2000"), encoding="utf-8")
             for replica in range(replicas):
-                settings = live_settings(fakes, topics, tmp / f"journal-{replica}.jsonl")
+                settings = live_settings(fakes, topics, tmp / f"journal-{replica}.jsonl", policy=str(policy))
                 config = write_config(settings, tmp / f"rollbackd-{replica}.yaml")
                 processes.append(LiveProcess(config, tmp / f"replica-{replica}.log", clock).start())
             for process in processes:

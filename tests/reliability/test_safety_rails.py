@@ -18,9 +18,10 @@ from typing import Any
 from actions.dry_run import DryRunTrafficController
 from daemon.core.events import Command
 from daemon.dispatch import Dispatcher
+from daemon.engine import RateLimiter
 from daemon.sandbox import audit_deploy_entry
 from policies import load_default_policy
-from tests.reliability.engine_world import OPERATOR, OWN, STRANGER, World, at, names, v2_update_entry
+from tests.reliability.engine_world import OPERATOR, OWN, PROJECT, STRANGER, World, at, names, v2_update_entry
 
 
 def dispatcher(world: World) -> Dispatcher:
@@ -122,6 +123,17 @@ def test_rate_limit_per_project_counts_all_services() -> None:
     assert len(world.updates()) == 3  # 5% twice, then one 25%: the fourth change is over the limit
     halted = [d for d in world.decisions if d.action == "halt"]
     assert halted and all("rate limit" in d.reason for d in halted)
+
+
+def test_rate_limit_counts_only_changes_that_moved_traffic() -> None:
+    """A change that found the service already as wanted (another replica, or a restart re-applying
+    its journal, got there first) gives its slot back; without the refund, replicas sharing the
+    work would each use up the project's budget on changes the other one made."""
+    limiter = RateLimiter(per_service=1, per_project=10)
+    assert limiter.allow("checkout", PROJECT, at(0))
+    limiter.refund("checkout", PROJECT, at(0))
+    assert limiter.allow("checkout", PROJECT, at(1))
+    assert not limiter.allow("checkout", PROJECT, at(2))
 
 
 # --- dry run -------------------------------------------------------------------------------------
