@@ -3,7 +3,9 @@
 Chosen by `daemon.bootstrap` for the live daemon (wrapped in `actions.dry_run` under --dry-run).
 How a traffic change is made, as the runbook does it (issue 4, "Acting"):
 
-1. `get_service`; refuse a service without the managed label (PermanentError, never touched);
+1. `get_service`; refuse a service rollbackd does not manage (PermanentError, never touched):
+   managed means the managed label or one of the policy's `managed` selectors, and never the
+   opt-out label (`policies.managed`, the same predicate `list_services` filters with);
 2. if the traffic and the `rollbackd.dev/*` annotations are already as wanted, make no call;
 3. if the canary's share is neither what the core last set (`expected_canary_percent`) nor the
    target, or traffic sits on a third revision, a human changed it: ManualChangeError, no write;
@@ -32,6 +34,7 @@ from actions.errors import ErrorHook, guarded
 from actions.retry import call_with_retry
 from daemon.clock import Clock
 from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
+from policies.managed import ManagedPredicate
 
 T = TypeVar("T")
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
@@ -114,6 +117,7 @@ class CloudRunTrafficController:
 
     def __init__(self, services_client: run_v2.ServicesClient, revisions_client: run_v2.RevisionsClient, *,
                  clock: Clock, rng: random.Random, managed_label: tuple[str, str] = ("rollbackd", "enabled"),
+                 managed: ManagedPredicate | None = None,
                  projects_locations: Sequence[tuple[str, str]] = (), on_error: ErrorHook | None = None,
                  canary_tag: str = "canary", call_timeout_s: float = 30.0, lro_timeout_s: float = 300.0,
                  lro_poll_s: float = 2.0, max_conflicts: int = 3, retry_budget_s: float = 60.0,
@@ -123,6 +127,8 @@ class CloudRunTrafficController:
         self._clock = clock
         self._rng = rng
         self.managed_label = managed_label
+        # Label alone unless the daemon passes the predicate over the current policy's selectors.
+        self.managed = managed if managed is not None else ManagedPredicate(managed_label)
         self.projects_locations = list(projects_locations)
         self._on_error = on_error
         self.canary_tag = canary_tag
@@ -202,13 +208,12 @@ class CloudRunTrafficController:
             request={"name": name}, retry=None, timeout=self.call_timeout_s))
 
     def _is_managed(self, service: run_v2.Service) -> bool:
-        key, value = self.managed_label
-        return service.labels.get(key) == value
+        return self.managed(short_name(service.name), dict(service.labels))
 
     def _require_managed(self, service: run_v2.Service) -> None:
         if not self._is_managed(service):
-            key, value = self.managed_label
-            raise PermanentError(f"refusing to act on {short_name(service.name)}: it lacks the label {key}={value}",
+            name = short_name(service.name)
+            raise PermanentError(f"refusing to act on {name}: {self.managed.why_not(name, dict(service.labels))}",
                                  api="run", code="UNMANAGED")
 
     def _apply_once(self, name: str, cmd: SetTraffic, progress: _Progress) -> ApplyResult:

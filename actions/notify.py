@@ -21,6 +21,11 @@ from daemon.clock import Clock
 from daemon.core.commands import Notify
 
 SCHEMA = "rollbackd.notification/v1"
+# How many recent notifications (LogNotifier) or message ids (PubSubNotifier) a notifier keeps for
+# tests and debugging. Bounded: a daemon runs for months and sends one notification per finished
+# rollout, so an unbounded list grew by ~1-3 KiB per rollout forever. Nothing reads more than the
+# last few; the durable record of every notification is the decision log and the journal.
+KEEP_RECENT = 100
 
 
 def notification_payload(command: Notify) -> dict[str, Any]:
@@ -61,7 +66,7 @@ class PubSubNotifier:
         self._on_error = on_error
         options = getattr(publisher_client, "publisher_options", None)
         self.ordered = bool(getattr(options, "enable_message_ordering", False))
-        self.published: list[str] = []  # message ids, for tests and the journal
+        self.published: list[str] = []  # the last KEEP_RECENT message ids, for tests
 
     def notify(self, command: Notify) -> None:
         data = encode(command)
@@ -84,6 +89,8 @@ class PubSubNotifier:
             message_id = call_with_retry(publish_once, api="pubsub.Publish", clock=self._clock, rng=self._rng,
                                          budget_s=self.retry_budget_s, max_attempts=3, on_error=self._on_error)
         self.published.append(message_id)
+        if len(self.published) > KEEP_RECENT:
+            del self.published[0]
 
 
 class LogNotifier:
@@ -93,7 +100,7 @@ class LogNotifier:
     def __init__(self, sink: Callable[[dict[str, Any]], None] | IO[str] | None = None) -> None:
         self._sink = sink if sink is not None else sys.stdout
         self._lock = threading.Lock()
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []  # the last KEEP_RECENT records, for tests
 
     def notify(self, command: Notify) -> None:
         record = {"severity": command.severity if command.severity in ("INFO", "WARNING", "ERROR") else "NOTICE",
@@ -102,6 +109,8 @@ class LogNotifier:
                   "notification": notification_payload(command)}
         with self._lock:
             self.sent.append(record)
+            if len(self.sent) > KEEP_RECENT:
+                del self.sent[0]
             if callable(self._sink):
                 self._sink(record)
             else:

@@ -59,9 +59,13 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
     if state_dir:
         os.makedirs(state_dir, exist_ok=True)
     journal_path = os.path.join(state_dir, "journal.jsonl") if state_dir else None
-    cloud = SimulatedCloudRun(path=os.path.join(state_dir, "cloud.json") if state_dir else None)
+    from policies.managed import ManagedPredicate
+
     telemetry = PrometheusTelemetry()
     reloader = PolicyReloader(policy_path, telemetry=telemetry, on_error=lambda m: print(f"rollbackd: {m}", file=err))
+    # The live daemon's rule (label rollbackd=enabled, the current policy's selectors, opt-out label).
+    is_managed = ManagedPredicate(policy=reloader)
+    cloud = SimulatedCloudRun(path=os.path.join(state_dir, "cloud.json") if state_dir else None, managed=is_managed)
     services = load_services(scenario, DEFAULT_START)
     world_path = os.path.join(state_dir, "world.json") if state_dir else None
     clock = VirtualClock(DEFAULT_START)  # stopped while the world is built; started just before run()
@@ -75,7 +79,7 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
                     error_logs=SandboxErrorLogs({s.service: s for s in services}, rng), journal=journal,
                     telemetry=telemetry, clock=clock, on_decision=emit)
     dispatcher = Dispatcher(engine, clock=clock, traffic=cloud, own_principals=frozenset({SANDBOX_PRINCIPAL}),
-                            managed=lambda p, l, s: cloud.get_service(p, l, s).labels.get("rollbackd") == "enabled",
+                            managed=lambda p, l, s: is_managed(s, cloud.get_service(p, l, s).labels),
                             default_project="rollbackd-sandbox", default_location="us-central1")
     sources: list[Any] = []
     publish: Callable[[bytes], None] = lambda data: dispatcher.handle(data)  # in-process bus

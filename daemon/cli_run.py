@@ -71,6 +71,12 @@ def _settings(path: str | None, overrides: dict[str, Any]) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings(args.config, {})
+    from daemon.cli import CliError
     from daemon.live import print_status
-    return print_status(settings, sys.stdout, as_json=args.json)
+    from policies.loader import PolicyError
+
+    settings = _settings(args.config, {})
+    try:
+        return print_status(settings, sys.stdout, as_json=args.json)
+    except PolicyError as error:  # its managed selectors say which services are shown
+        raise CliError(f"invalid policy: {error}")

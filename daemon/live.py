@@ -12,7 +12,7 @@ import logging
 import random
 import sys
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from daemon.clock import SystemClock
 from daemon.settings import Settings
@@ -51,11 +51,51 @@ class LiveClients:
             self.logging = LoggingServiceV2Client()
 
 
-def build_traffic(settings: Settings, clients: LiveClients, clock: Any, rng: random.Random, telemetry: Any) -> Any:
+def managed_predicate(settings: Settings, policy: Any = None) -> Any:
+    """The one managed-service predicate (`policies.managed`): the settings' label, the opt-out
+    label, and the selectors of the policy `policy()` returns at the time of each check."""
+    from policies.managed import ManagedPredicate
+
+    return ManagedPredicate(settings.label, policy)
+
+
+class ManagedServices:
+    """The dispatcher's `managed(project, location, service)`: is a deploy's service one to roll out?
+
+    Same predicate as the traffic controller's, over the service's labels as Cloud Run has them.
+    Cached per service for `ttl` (labels change rarely, and every deploy would otherwise cost a
+    GetService); an entry counts only under the policy object it was decided with, so a reloaded
+    policy (a new object from `PolicyReloader`) decides again at once."""
+
+    def __init__(self, predicate: Any, traffic: Any, *, clock: Any, locations: Sequence[str],
+                 policy: Callable[[], Any], ttl: timedelta = timedelta(minutes=5)) -> None:
+        self.predicate = predicate
+        self.traffic = traffic
+        self.clock = clock
+        self.locations = tuple(locations)
+        self.policy = policy
+        self.ttl = ttl
+        self._cache: dict[tuple[str, str, str], tuple[datetime, Any, bool]] = {}
+
+    def __call__(self, project: str, location: str, service: str) -> bool:
+        key = (project, location, service)
+        policy = self.policy()
+        cached = self._cache.get(key)
+        if cached and cached[1] is policy and self.clock.now() - cached[0] < self.ttl:
+            return cached[2]
+        view = self.traffic.get_service(project, location, service)
+        result = location in self.locations and bool(self.predicate(service, view.labels))
+        self._cache[key] = (self.clock.now(), policy, result)
+        return result
+
+
+def build_traffic(settings: Settings, clients: LiveClients, clock: Any, rng: random.Random, telemetry: Any,
+                  managed: Any = None) -> Any:
     from actions.cloud_run import CloudRunTrafficController
 
     controller = CloudRunTrafficController(
         clients.services, clients.revisions, clock=clock, rng=rng, managed_label=settings.label,
+        managed=managed if managed is not None else managed_predicate(settings),
         projects_locations=[(settings.project, loc) for loc in settings.locations],
         on_error=telemetry.api_error)
     if settings.dry_run:
@@ -89,7 +129,8 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
     reloader = PolicyReloader(settings.policy or None, telemetry=telemetry,
                               on_error=lambda message: decision_log.error(message))
     clients = clients or LiveClients(settings)
-    traffic = build_traffic(settings, clients, clock, rng, telemetry)
+    is_managed = managed_predicate(settings, reloader)  # reads the current policy on every check
+    traffic = build_traffic(settings, clients, clock, rng, telemetry, managed=is_managed)
     if settings.notify_topic:
         notifier: Any = PubSubNotifier(pubsub_v1.PublisherClient(
             publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)),
@@ -104,19 +145,7 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
     engine = Engine(policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs, journal=journal,
                     telemetry=telemetry, clock=clock, dry_run=settings.dry_run,
                     actions_enabled=not settings.kill_switch, on_decision=decision_log.decision)
-    managed_cache: dict[tuple[str, str, str], tuple[datetime, bool]] = {}
-
-    def managed(project: str, location: str, service: str) -> bool:
-        key = (project, location, service)
-        cached = managed_cache.get(key)
-        if cached and clock.now() - cached[0] < timedelta(minutes=5):
-            return cached[1]
-        view = traffic.get_service(project, location, service)
-        key_name, value = settings.label
-        result = view.labels.get(key_name) == value and location in settings.locations
-        managed_cache[key] = (clock.now(), result)
-        return result
-
+    managed = ManagedServices(is_managed, traffic, clock=clock, locations=settings.locations, policy=reloader)
     dispatcher = Dispatcher(engine, clock=clock, traffic=traffic, own_principals=frozenset({settings.principal}),
                             managed=managed, accept_metrics=settings.metrics_mode in ("pubsub", "both"),
                             default_project=settings.project,
@@ -234,11 +263,17 @@ def resync(engine: Any, traffic: Any, decision_log: Any) -> list[Any]:
 
 
 def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clients: LiveClients | None = None) -> int:
+    """Raises `policies.loader.PolicyError` when the configured policy (its managed selectors say
+    which services to show) cannot be loaded."""
     from daemon.core.commands import ANNOTATION_PREFIX as P
     from daemon.telemetry import NullTelemetry
+    from policies import load_default_policy
+    from policies.loader import load_policy
 
+    policy = load_policy(settings.policy) if settings.policy else load_default_policy()
+    is_managed = managed_predicate(settings, lambda: policy)
     clients = clients or LiveClients(settings)
-    traffic = build_traffic(settings, clients, SystemClock(), random.Random(), NullTelemetry())
+    traffic = build_traffic(settings, clients, SystemClock(), random.Random(), NullTelemetry(), managed=is_managed)
     rows = []
     for view in sorted(traffic.list_services(), key=lambda v: v.name):
         a = view.annotations
@@ -254,7 +289,7 @@ def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clie
             out.write(json.dumps(row, sort_keys=True) + "\n")
         return 0
     if not rows:
-        out.write(f"no managed services (label {settings.managed_label}) in {settings.project}\n")
+        out.write(f"no managed services ({is_managed.describe()}) in {settings.project}\n")
         return 0
     for row in rows:
         split = ", ".join(f"{rev} {pct}%" for rev, pct in row["traffic"].items())

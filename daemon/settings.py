@@ -27,7 +27,8 @@ class Settings(BaseModel):
     events_topic: str = Field("rollbackd-events", description="Topic the subscription reads (used by `ctl`).")
     notify_topic: str = Field("", description="Topic for decision notifications ('' = log only).")
     policy: str = Field("", description="Policy file ('' = the bundled runbook policy).")
-    managed_label: str = Field("rollbackd=enabled", description="Label selecting managed services.")
+    managed_label: str = Field("rollbackd=enabled", description="Label selecting managed services (the "
+                               "policy's `managed` selectors add more; KEY=disabled opts a service out).")
     principal: str = Field(description="The service account rollbackd acts as; its own audit entries are ignored.")
     metrics_mode: Literal["monitoring", "pubsub", "both"] = "monitoring"
     dry_run: bool = False
@@ -63,6 +64,8 @@ class Settings(BaseModel):
         key, sep, label_value = value.partition("=")
         if not sep or not key or not label_value:
             raise ValueError("must look like key=value, e.g. rollbackd=enabled")
+        if label_value == "disabled":  # policies.managed: KEY=disabled is the opt-out label
+            raise ValueError(f"'{key}=disabled' is the opt-out label; use a value such as {key}=enabled")
         return value
 
     @property

@@ -23,10 +23,12 @@ def summary(policy: Policy) -> str:
     phases = [{"traffic": f"{p.percent}%"} for p in policy.phases]
     windows = len(policy.freeze.windows)
     overrides = len(policy.overrides)
+    selectors = len(policy.managed)
     return (f"{len(policy.phases)} phase{'s' if len(policy.phases) != 1 else ''} ({schedule(phases)}), "
             f"alpha {format_percent(policy.comparison.alpha)}, "
             f"{windows} freeze window{'s' if windows != 1 else ''}, "
-            f"{overrides} override{'s' if overrides != 1 else ''}")
+            f"{overrides} override{'s' if overrides != 1 else ''}"
+            + (f", {selectors} managed selector{'s' if selectors != 1 else ''}" if selectors else ""))
 
 
 def validate(paths: list[str], out: TextIO, err: TextIO) -> int:

@@ -3,7 +3,7 @@
 Called by `policies.cli.diff`, and usable by `replay --compare-policy` to head its report. Works on
 validated `Policy` objects, compares their JSON dumps (so every value is already written the way
 an SRE writes it: '10m', '500ms', '0.5%') and turns each difference into one sentence, e.g.
-"phase 1 duration 10m → 5m" or "added freeze window Fri 17:00–Mon 08:00".
+"phase 1 duration 10m → 5m" or "added freeze window Fri 17:00–Mon 08:00" or "added managed selector service payments-*".
 """
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
                           b["commands"]["authorized_principals"])
     for key in ("rollback", "rate_limits"):
         lines += _fields((key,), a[key], b[key], new)
+    lines += _list_change("managed selector", [_selector(m) for m in a["managed"]],
+                          [_selector(m) for m in b["managed"]])
     lines += _overrides(a["overrides"], b["overrides"])
     return lines
 

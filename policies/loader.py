@@ -24,7 +24,7 @@ from policies.yamldoc import Document, Path, Position, YamlSyntaxError, parse
 
 # Errors the Policy model raises that the loader reports itself, more completely and precisely.
 _LOADER_CHECKED = frozenset({"ambiguous_overrides", "override_invalid"})
-_NOT_IN_FRAGMENT = ("name", "version", "overrides")
+_NOT_IN_FRAGMENT = ("name", "version", "managed", "overrides")
 
 
 @dataclass(frozen=True, order=True)
@@ -218,7 +218,9 @@ def _message(error: Any, loc: Path) -> str:
     kind, msg = error["type"], str(error["msg"])
     if kind == "extra_forbidden":
         key = loc[-1] if loc else "?"
-        hint = difflib.get_close_matches(str(key), _field_names(), n=1)
+        if key in _NOT_IN_FRAGMENT and loc[:1] == ("overrides",):
+            return f"'{key}' is top-level only; an override cannot change it"
+        hint = difflib.get_close_matches(str(key), [n for n in _field_names() if n != key], n=1)
         return f"unknown key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
     if kind == "missing":
         return f"required key '{loc[-1]}' is missing" if loc else "required key is missing"

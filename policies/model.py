@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -324,6 +324,53 @@ class OverrideMatch(_Model):
         return True
 
 
+class ManagedSelector(_Model):
+    """Services rollbackd manages even without the managed label (see `policies.managed`): by exact
+    name, by a name prefix ending in '*', and/or by labels (all of them). The opt-out label
+    (the managed label's key with the value 'disabled') always wins over a selector."""
+
+    service: str | None = Field(None, description="Exact service name, or a prefix ending in '*' "
+                                "such as 'payments-*'.")
+    labels: dict[str, str] = Field({}, description="Labels the service must carry, all of them.")
+
+    @field_validator("service")
+    @classmethod
+    def _name_or_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("a service name must not be empty")
+        prefix = value[:-1] if value.endswith("*") else value
+        if "*" in prefix:
+            raise ValueError(f"'{value}': '*' is allowed only at the end, as in 'payments-*'")
+        if not prefix:
+            # A selector for every service would undo the opt-in the managed label stands for.
+            raise ValueError("'*' alone would manage every service; name a prefix such as 'payments-*'")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "ManagedSelector":
+        if self.service is None and not self.labels:
+            raise ValueError("a managed selector must match a service name or labels")
+        return self
+
+    def matches(self, service: str, labels: Mapping[str, str]) -> bool:
+        if self.service is not None:
+            if self.service.endswith("*"):
+                if not service.startswith(self.service[:-1]):
+                    return False
+            elif self.service != service:
+                return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+    def describe(self) -> str:
+        """'service payments-* and labels team=payments', as `policy diff` and refusals word it."""
+        parts = [f"service {self.service}"] if self.service is not None else []
+        if self.labels:
+            parts.append("labels " + ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items())))
+        return " and ".join(parts)
+
+
 class Override(_Model):
     """Per-service changes, deep-merged over the base policy for matching services."""
 
@@ -371,6 +418,8 @@ class PolicyBody(_Model):
 class Policy(PolicyBody):
     version: Literal[1] = 1
     name: str = "policy"
+    managed: tuple[ManagedSelector, ...] = Field((), description="Services managed without the managed "
+                                                 "label (any selector matching is enough).")
     overrides: tuple[Override, ...] = ()
 
     @model_validator(mode="after")
@@ -383,7 +432,7 @@ class Policy(PolicyBody):
                     raise policy_error("ambiguous_overrides", ambiguity_message(i, j),
                                        ("overrides", j, "match"))
         if self.overrides:
-            base = self.model_dump(mode="json", exclude={"overrides", "name", "version"})
+            base = self.model_dump(mode="json", exclude={"overrides", "managed", "name", "version"})
             for i, override in enumerate(self.overrides):
                 try:
                     PolicyBody.model_validate(_deep_merge(base, override.policy))

@@ -5,6 +5,8 @@ Used by replay, backtests and the sandbox (`rollbackd run --sandbox`). It implem
 the whole traffic list, bumps the etag, writes `rollbackd.dev/*` annotations in the same update,
 refuses to overwrite a traffic split a human changed, and makes no call when nothing would change.
 Its state can be saved to and loaded from a JSON file so a sandbox restart continues where it stopped.
+`list_services` returns the managed services by the same predicate as the live controller
+(`policies.managed`: the label, the policy's selectors when the sandbox passes them, the opt-out).
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from actions.base import (ApplyResult, ManualChangeError, PermanentError, ServiceView, TrafficEntry)
 from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
+from policies.managed import ManagedPredicate
 
 
 @dataclass
@@ -48,8 +51,10 @@ class SimService:
 class SimulatedCloudRun:
     """Thread-safe simulated Cloud Run with a request log (`calls`)."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None,
+                 managed: Callable[[str, Mapping[str, str]], bool] | None = None) -> None:
         self._lock = threading.Lock()
+        self.managed = managed or ManagedPredicate()  # rollbackd=enabled unless told otherwise
         self.services: dict[str, SimService] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.path = path
@@ -109,7 +114,7 @@ class SimulatedCloudRun:
     def list_services(self) -> list[ServiceView]:
         with self._lock:
             self.calls.append(("ListServices", {}))
-            return [s.view() for s in self.services.values() if s.labels.get("rollbackd") == "enabled"]
+            return [s.view() for s in self.services.values() if self.managed(s.name, s.labels)]
 
     def get_service(self, project: str, location: str, service: str) -> ServiceView:
         with self._lock:

@@ -162,6 +162,11 @@ class Rollout:
         return replace(self, **changes)
 
 
+# At most this many keys per service, whatever their times: a cap for services that never start a
+# rollout (deploys with traffic, traffic changes while idle) and for a rollout flooded with commands.
+DEDUP_LIMIT = 256
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceState:
     """Everything the core remembers about one service."""
@@ -169,12 +174,21 @@ class ServiceState:
     service: str
     rollout: Rollout | None = None
     stable_revision: str = ""  # the revision that holds traffic when no rollout runs
-    recent_keys: tuple[tuple, ...] = ()  # keys of recent non-metric events, for de-duplication
+    # (event time, key) of recent non-metric events, for de-duplication of redeliveries.
+    recent_keys: tuple[tuple[datetime, tuple], ...] = ()
 
     @property
     def status(self) -> Status:
         return self.rollout.status if self.rollout else Status.IDLE
 
-    def remember(self, key: tuple, limit: int = 256) -> "ServiceState":
-        keys = self.recent_keys + (key,)
-        return replace(self, recent_keys=keys[-limit:])
+    def seen(self, key: tuple) -> bool:
+        return any(known == key for _, known in self.recent_keys)
+
+    def remember(self, key: tuple, at: datetime, limit: int = DEDUP_LIMIT) -> "ServiceState":
+        """Note an event's key. Keys of events from before the current rollout began are dropped:
+        `step()` ignores any such event (deploy, alert, command, traffic change) whether or not it is
+        a duplicate, so their keys protect nothing, and keeping them made this tuple grow by one
+        deploy key per rollout up to `limit` (about 64 KiB per service after 256 rollouts)."""
+        since = self.rollout.started_at if self.rollout is not None else None
+        kept = tuple(entry for entry in self.recent_keys if since is None or entry[0] >= since)
+        return replace(self, recent_keys=(kept + ((at, key),))[-limit:])

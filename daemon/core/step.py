@@ -47,9 +47,9 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
                        + ("" if state.rollout else " (no rollout)"))
     if not isinstance(event, (Metrics, Tick)):
         key = event.key()
-        if key in state.recent_keys:
+        if state.seen(key):
             return Step(state=state, note="duplicate event")
-        state = state.remember(key)
+        state = state.remember(key, event.time)
     present = now or getattr(event, "time", None)
     rollout = state.rollout
     if (rollout is not None and isinstance(event, (Alert, Command, TrafficChanged, Deploy))

@@ -241,3 +241,76 @@ def test_invalid_command_is_permanent(service, controller, cloud_run_fake):
     with pytest.raises(PermanentError):
         controller.apply(cmd(130, 0))
     assert cloud_run_fake.requests.count("GetService") == 0
+
+
+# --- managed by the policy's selectors (issue 5 item 8) -----------------------------------------
+
+def _policy_with_managed(block: str):
+    from policies import default_policy_path
+    from policies.loader import load_policy_text
+
+    text = default_policy_path().read_text(encoding="utf-8")
+    assert "\nmanaged: []\n" in text
+    return load_policy_text(text.replace("\nmanaged: []\n", "\nmanaged:\n" + block, 1))
+
+
+@pytest.fixture
+def policy_holder() -> dict:
+    """The daemon's current policy, as PolicyReloader holds it: selectors for checkout by name,
+    'web-*' by prefix, and anything labelled team=search."""
+    return {"policy": _policy_with_managed("  - service: checkout\n  - service: web-*\n"
+                                           "  - labels: {team: search}\n")}
+
+
+@pytest.fixture
+def selector_controller(run_clients, virtual_clock, rng, policy_holder):
+    from policies.managed import ManagedPredicate
+
+    services, revisions = run_clients
+    return CloudRunTrafficController(services, revisions, clock=virtual_clock, rng=rng,
+                                     managed=ManagedPredicate(("rollbackd", "enabled"), lambda: policy_holder["policy"]),
+                                     projects_locations=[("shop", "europe-west1")])
+
+
+def test_selector_managed_service_without_the_label_is_written_to(cloud_run_fake, selector_controller,
+                                                                   policy_holder):
+    cloud_run_fake.add_service("checkout", "shop", "europe-west1", revisions=[BASE], labels={"team": "payments"})
+    cloud_run_fake.deploy_revision("checkout", CANARY)
+    assert selector_controller.apply(cmd(5, 0)).changed
+    assert {r: p for r, p in cloud_run_fake.traffic_of("checkout").items() if p} == {BASE: 95, CANARY: 5}
+    # The policy is reloaded without the selector: the next write is refused, nothing is sent.
+    policy_holder["policy"] = _policy_with_managed("  - service: web-*\n")
+    updates = cloud_run_fake.requests.count("UpdateService")
+    with pytest.raises(PermanentError) as info:
+        selector_controller.apply(cmd(25, 5))
+    assert info.value.code == "UNMANAGED" and "matches none of the policy's 1 managed selector" in str(info.value)
+    assert cloud_run_fake.requests.count("UpdateService") == updates
+
+
+def test_opted_out_service_is_refused_although_a_selector_matches(cloud_run_fake, selector_controller):
+    cloud_run_fake.add_service("checkout", "shop", "europe-west1", revisions=[BASE, CANARY],
+                               traffic={BASE: 100}, labels={"rollbackd": "disabled", "team": "search"})
+    with pytest.raises(PermanentError) as info:
+        selector_controller.apply(cmd(5, 0))
+    assert info.value.code == "UNMANAGED" and "opt-out label rollbackd=disabled" in str(info.value)
+    with pytest.raises(PermanentError):
+        selector_controller.delete_revision(DeleteRevision("checkout", "shop", "europe-west1", CANARY))
+    assert cloud_run_fake.requests.count("UpdateService") == 0
+    assert cloud_run_fake.requests.count("DeleteRevision") == 0
+    assert cloud_run_fake.traffic_of("checkout") == {BASE: 100}
+
+
+def test_list_services_returns_exactly_the_managed_ones(cloud_run_fake, selector_controller):
+    add = lambda name, labels, location="europe-west1": cloud_run_fake.add_service(  # noqa: E731
+        name, "shop", location, labels=labels)
+    add("checkout", {})                                          # by name
+    add("web-shop", {"team": "payments"})                        # by prefix
+    add("indexer", {"team": "search", "tier": "batch"})          # by labels
+    add("labelled", {"rollbackd": "enabled"})                    # by the label
+    add("web-legacy", {"rollbackd": "disabled"})                 # prefix, but opted out
+    add("ranker", {"team": "search", "rollbackd": "disabled"})   # labels, but opted out
+    add("checkout-v2", {})                                       # an exact name is not a prefix
+    add("legacy", {"team": "payments"})                          # nothing matches
+    add("web-eu", {}, location="us-central1")                    # a location rollbackd does not watch
+    assert sorted(v.name for v in selector_controller.list_services()) == [
+        "checkout", "indexer", "labelled", "web-shop"]

@@ -243,6 +243,40 @@ def test_only_managed_services_and_never_its_own_audit_entries(world: World) -> 
     assert_no_credentials(live.out.text(), (world.tmp / "journal.jsonl").read_text())
 
 
+def test_policy_selectors_manage_services_and_the_opt_out_label_wins(world: World) -> None:
+    """`managed: [{service: pay-*}]` in the policy: a deploy of pay-api (no rollbackd label) starts a
+    rollout; pay-legacy (matched, but labelled rollbackd=disabled) and legacy (unlabelled, unmatched)
+    are ignored and never written to."""
+    from tests.integration.live_harness import SHORT_POLICY
+
+    policy = world.tmp / "selectors.yaml"
+    policy.write_text(Path(SHORT_POLICY).read_text(encoding="utf-8") + "managed:\n  - service: pay-*\n",
+                      encoding="utf-8")
+    services = {"pay-api": {}, "pay-legacy": {"rollbackd": "disabled"}, "legacy": {}}
+    for name, labels in services.items():
+        world.fakes.add_managed_service(name, f"{name}-00001-aaa", labels=labels)
+        world.fakes.deploy_canary(name, f"{name}-00002-bbb")
+    publisher = Publisher(world.topics.events)
+    with LiveDaemon(world.settings(policy=str(policy)), world.clock) as live:
+        for name in services:
+            publisher.publish_deploy(audit_replace_service(name, f"{name}-00002-bbb", f"{name}-00001-aaa",
+                                                           world.clock.now()))
+
+        def ignored(name: str) -> bool:
+            return any(r.get("type") == "ignored" and f"{name} is not managed" in r.get("reason", "")
+                       for r in journal_records(world.settings().journal))
+
+        wait_until(lambda: any(name == "pay-api" for name, _, _ in world.run.accepted_updates), WAIT_S,
+                   "the selector-managed service's first step")
+        wait_until(lambda: ignored("pay-legacy") and ignored("legacy"), WAIT_S, "the other two ignored")
+        assert live.decisions("pay-api")
+    first = next(split for name, split, _ in world.run.accepted_updates if name == "pay-api")
+    assert first == {"pay-api-00001-aaa": 95, "pay-api-00002-bbb": 5}
+    assert not live.decisions("pay-legacy") and not live.decisions("legacy")
+    touched = {req.service.name.rsplit("/", 1)[-1] for req in world.run.requests.of("UpdateService")}
+    assert touched == {"pay-api"}
+
+
 @pytest.mark.parametrize("mode", ["kill-switch-setting", "dry-run"])
 def test_kill_switch_setting_and_dry_run_never_send_update_service(world: World, mode: str) -> None:
     overrides = {"kill_switch": True} if mode == "kill-switch-setting" else {"dry_run": True}
