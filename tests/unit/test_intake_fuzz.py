@@ -29,7 +29,7 @@ from tests.unit.test_intake_examples import (
 from tests.unit.test_intake_native import ALERT, TRAFFIC
 
 DEFAULT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=2_000, deadline=None, suppress_health_check=list(HealthCheck))
+SLOW = settings(max_examples=1_000, deadline=None, suppress_health_check=list(HealthCheck))
 
 _metrics = json.loads(NATIVE_METRICS)
 _linear = copy.deepcopy(_metrics)

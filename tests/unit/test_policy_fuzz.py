@@ -77,7 +77,7 @@ def test_loader_only_raises_policy_error(text: str) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(inputs)
 def test_loader_only_raises_policy_error_many(text: str) -> None:
     _load(text)
