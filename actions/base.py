@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
-from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SetTraffic
+from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SaveState, SetTraffic
 
 
 class ActionError(Exception):
@@ -30,6 +30,14 @@ class PermanentError(ActionError):
 
 class ConflictError(ActionError):
     """The service changed under us (stale etag: ABORTED or FAILED_PRECONDITION): re-read, re-decide."""
+
+
+class RecordChangedError(ActionError):
+    """The service's `rollbackd.dev/*` record is not what the deciding engine believed: another
+    replica (or a human) changed the rollout since. Never overwrite: re-read and re-decide."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, api="run", code="RECORD_CHANGED")
 
 
 class ManualChangeError(ActionError):
@@ -80,6 +88,10 @@ class TrafficController(Protocol):
     def get_service(self, project: str, location: str, service: str) -> ServiceView: ...
 
     def apply(self, command: SetTraffic) -> ApplyResult: ...
+
+    def save_state(self, command: SaveState) -> ApplyResult:
+        """Write the annotations only; the traffic stays exactly as it is."""
+        ...
 
     def delete_revision(self, command: DeleteRevision) -> None: ...
 

@@ -28,12 +28,14 @@ from typing import Any, Callable, Sequence, TypeVar
 from google.api_core import retry as api_retry
 from google.cloud import run_v2
 
-from actions.base import (ApplyResult, ConflictError, ManualChangeError, PermanentError, ServiceView,
-                          TrafficEntry, TransientError)
+from actions.base import (ApplyResult, ConflictError, ManualChangeError, PermanentError, RecordChangedError,
+                          ServiceView, TrafficEntry, TransientError)
 from actions.errors import ErrorHook, guarded
 from actions.retry import call_with_retry
 from daemon.clock import Clock
-from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
+from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
+from daemon.core.ownership import (Split, classify_split, merged_annotations, record_changed_by_others, record_matches,
+                                   wanted_split)
 from policies.managed import ManagedPredicate
 
 T = TypeVar("T")
@@ -79,22 +81,14 @@ def to_view(service: run_v2.Service) -> ServiceView:
         max_instances=max_instances or None)
 
 
-def wanted_split(cmd: SetTraffic) -> dict[str, int]:
-    split = {cmd.canary: cmd.canary_percent}
-    if cmd.baseline != cmd.canary:
-        split[cmd.baseline] = split.get(cmd.baseline, 0) + 100 - cmd.canary_percent
-    else:
-        split[cmd.canary] = 100
-    return {rev: pct for rev, pct in split.items() if pct}
-
-
 def desired_traffic(service: run_v2.Service, cmd: SetTraffic, tag: str) -> list[run_v2.TrafficTarget]:
     """The full traffic list to send: baseline and canary (tagged, even at 0%), other tags kept at 0%.
 
     If the canary tag already sits on another revision, a newer deploy put it there: leave it where
     it is (that deploy supersedes this rollout) rather than take it back."""
     holder = tags_of(service).get(tag)
-    ours = holder is None or holder == cmd.canary
+    # A superseded canary's tag is ours to move to the new canary.
+    ours = holder is None or holder == cmd.canary or holder in cmd.released
     targets: list[run_v2.TrafficTarget] = []
     if cmd.baseline != cmd.canary and cmd.canary_percent < 100:
         targets.append(run_v2.TrafficTarget(type_=REVISION, revision=cmd.baseline, percent=100 - cmd.canary_percent))
@@ -220,11 +214,10 @@ class CloudRunTrafficController:
         service = self._read(name)
         self._require_managed(service)
         wanted = wanted_split(cmd)
-        spec = split_of(service)
+        verdict = classify_split(split_of(service), cmd)  # the one rule, shared with the sandbox
         # The canary tag must exist: on our canary, or on a newer deploy's revision (left alone).
-        spec_ok = spec == wanted and self.canary_tag in tags_of(service)
-        annotations_ok = all(service.annotations.get(k) == v for k, v in cmd.annotations.items()
-                             if k not in DESCRIPTIVE_ANNOTATIONS)
+        spec_ok = verdict.split is Split.AS_WANTED and self.canary_tag in tags_of(service)
+        annotations_ok = record_matches(service.annotations, cmd.annotations)
         if spec_ok and annotations_ok:
             if split_of(service, statuses=True) == wanted:
                 return ApplyResult(changed=progress.sent, service=to_view(service))
@@ -232,24 +225,39 @@ class CloudRunTrafficController:
                 raise TransientError(f"{cmd.service}: traffic is set but still reconciling", api="run",
                                      code="RECONCILING")
             # Reconciliation failed: sending the same spec again asks Cloud Run to retry it.
-        elif not spec_ok and cmd.expected_canary_percent is not None:
-            observed = spec.get(cmd.canary, 0)
-            elsewhere = sorted(r for r in spec if r not in (cmd.canary, cmd.baseline))
-            if observed not in (cmd.expected_canary_percent, cmd.canary_percent) or elsewhere:
-                raise ManualChangeError(
-                    f"{cmd.service}: canary {cmd.canary} has {observed}% (expected "
-                    f"{cmd.expected_canary_percent}%)" + (f", traffic on {', '.join(elsewhere)}" if elsewhere else "")
-                    + ": changed by someone else; standing down", observed_canary_percent=observed)
+        elif verdict.split is Split.HUMAN:
+            raise ManualChangeError(verdict.reason, observed_canary_percent=verdict.observed_canary_percent)
+        if not progress.sent and record_changed_by_others(service.annotations, cmd.expected_annotations,
+                                                          cmd.annotations):
+            raise RecordChangedError(f"{cmd.service}: the rollbackd record on the service changed since it was "
+                                     "read (another replica or a human); re-reading")
         service.traffic = desired_traffic(service, cmd, self.canary_tag)
-        merged = dict(service.annotations)
-        merged.update(cmd.annotations)
-        service.annotations = merged
+        service.annotations = merged_annotations(service.annotations, cmd.annotations)
         progress.sent = True  # set before the call: the update may land even if its reply is lost
         result = self._update(service)
         if split_of(result, statuses=True) != wanted:
             raise TransientError(f"{cmd.service}: traffic_statuses {split_of(result, statuses=True)} do not "
                                  f"match {wanted} yet", api="run", code="RECONCILING")
         return ApplyResult(changed=True, service=to_view(result))
+
+    def save_state(self, command: SaveState) -> ApplyResult:
+        """Write the rollout's record alone, etag-guarded; the traffic list is sent back as read."""
+        name = service_path(command.project, command.location, command.service)
+        progress = _Progress()
+        return self._with_conflicts(lambda: self._save_once(name, command, progress))
+
+    def _save_once(self, name: str, cmd: SaveState, progress: _Progress) -> ApplyResult:
+        service = self._read(name)
+        self._require_managed(service)
+        if record_matches(service.annotations, cmd.annotations):
+            return ApplyResult(changed=progress.sent, service=to_view(service))
+        if not progress.sent and record_changed_by_others(service.annotations, cmd.expected_annotations,
+                                                          cmd.annotations):
+            raise RecordChangedError(f"{cmd.service}: the rollbackd record on the service changed since it was "
+                                     "read (another replica or a human); re-reading")
+        service.annotations = merged_annotations(service.annotations, cmd.annotations)
+        progress.sent = True
+        return ApplyResult(changed=True, service=to_view(self._update(service)))
 
     def _untag_once(self, name: str, revision: str) -> None:
         service = self._read(name)

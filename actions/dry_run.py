@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actions.base import ApplyResult, ServiceView, TrafficController
-from daemon.core.commands import DeleteRevision, SetTraffic
+from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,11 @@ class DryRunTrafficController:
         note = "already as wanted" if current == wanted else f"would set {wanted}"
         self._record(WouldHave("set-traffic", command.service, command, current, note))
         return ApplyResult(changed=False, service=view)
+
+    def save_state(self, command: SaveState) -> ApplyResult:
+        """A dry run writes nothing on the service, its record included."""
+        self._record(WouldHave("save-state", command.service, command, note="would write the rollbackd record"))
+        return ApplyResult(changed=False)
 
     def delete_revision(self, command: DeleteRevision) -> None:
         self._record(WouldHave("delete-revision", command.service, command, note=f"would delete {command.revision}"))

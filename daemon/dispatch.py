@@ -12,8 +12,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from actions.base import ActionError
-from daemon.core.events import Command, Deploy, Ignored, Metrics, Rejected
+from actions.base import ActionError, TransientError
+from daemon.core.events import Alert, Command, Deploy, Ignored, Metrics, Rejected
 from daemon.core.intake import parse_message
 
 log = logging.getLogger("rollbackd.dispatch")
@@ -51,7 +51,10 @@ class Dispatcher:
                     continue
                 event = resolved
             service = getattr(event, "service", None)
-            if service and not isinstance(event, Deploy) and service not in self.engine.states \
+            if isinstance(event, Alert) and service and service not in self.engine.states \
+                    and self._managed_alert(event):
+                pass  # an incident on a managed service before any rollout: it blocks the next canary
+            elif service and not isinstance(event, Deploy) and service not in self.engine.states \
                     and not (isinstance(event, Command) and event.action.startswith("kill-switch")):
                 # Only a deploy of a managed service creates state: everything else about a
                 # service rollbackd has never rolled out is noted and left alone.
@@ -60,6 +63,17 @@ class Dispatcher:
                 continue
             self.engine.submit(event, received_at=now)
 
+    def _managed_alert(self, event: Alert) -> bool:
+        project = event.project or self.default_project
+        if not (project and self.default_location and event.service):
+            return False
+        try:
+            return bool(self.managed(project, self.default_location, event.service))
+        except TransientError:
+            raise
+        except ActionError:
+            return False
+
     def _resolve(self, event: Deploy, where: str, now: datetime) -> Deploy | None:
         """Fill in what an audit entry may lack (revision, baseline, labels) from Cloud Run, and
         drop deploys of services rollbackd does not manage."""
@@ -67,6 +81,10 @@ class Dispatcher:
         location = event.location or self.default_location
         try:
             view = self.traffic.get_service(project, location, event.service)
+        except TransientError:
+            # Cloud Run is briefly unavailable: the deploy must not be lost. Raising nacks the
+            # message, and Pub/Sub redelivers it (the read already retried with backoff).
+            raise
         except ActionError as error:
             self.engine.reject(Rejected(f"cannot read service {event.service} to resolve the deploy: {error}",
                                         where, kind_hint="deploy"), received_at=now)

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol
 
-from actions.base import (ActionError, ConflictError, ManualChangeError, PermanentError, TransientError)
-from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SetTraffic
+from actions.base import (ActionError, ConflictError, ManualChangeError, PermanentError, RecordChangedError,
+                          TransientError)
+from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SaveState, SetTraffic
 from daemon.core.decision import Decision, KILL_SWITCH, REFUSE
-from daemon.core.events import (ActionFailed, Command, Deploy, Event, Ignored, Rejected, Tick,
-                                TrafficChanged)
+from daemon.core.events import (ActionApplied, ActionFailed, Alert, Command, Deploy, Event, Ignored, GlobalState, Rejected,
+                                Resync, Tick, TrafficChanged)
+from daemon.core.outcome import record_of
+from daemon.core.persist import AnnotationError, service_state_from_annotations
 from daemon.core.outcome import Step
 from daemon.core.rollout import ServiceState, Status
 from daemon.core.step import authorised, step
@@ -92,7 +95,8 @@ class Engine:
                  clock: Any, dry_run: bool = False, actions_enabled: bool = True,
                  on_decision: Callable[[Decision], None] | None = None,
                  labels_of: Callable[[str], dict[str, str]] | None = None,
-                 journal_evaluations: bool = True) -> None:
+                 journal_evaluations: bool = True,
+                 on_action: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._policy = policy
         self.traffic = traffic
         self.notifier = notifier
@@ -103,9 +107,17 @@ class Engine:
         self.dry_run = dry_run
         self.actions_enabled = actions_enabled
         self.on_decision = on_decision
+        # What happened to each write (applied, already as wanted, failed, a human's or another
+        # replica's change found): told apart from the decision that asked for it.
+        self.on_action = on_action
         self.labels_of = labels_of
         self.journal_evaluations = journal_evaluations
         self.states: dict[str, ServiceState] = {}
+        # Services whose state could not be read or evaluated: held (no action, no evaluation) and a
+        # human told, once. Rebuilt on restart from the same source, so not lost.
+        self.quarantined: dict[str, str] = {}
+        # Open incidents that block every promotion (policy `alerts.blocking`): id -> name.
+        self.blocking: dict[str, str] = {}
         self.labels: dict[str, dict[str, str]] = {}
         self.last_tick: datetime | None = None
         self.last_evaluation_at: datetime | None = None
@@ -162,13 +174,19 @@ class Engine:
         out = Outputs()
         with self._lock:
             self.last_tick = now
-            active = [name for name, s in self.states.items() if s.rollout and s.rollout.status.active]
+            active = [name for name, s in self.states.items()
+                      if (s.rollout and s.rollout.status.pending) or s.unsaved]
             if active and not self.recovering:
                 self.journal.write({"type": "tick", "time": _iso(now)})
             for name in active:
+                if name in self.quarantined:
+                    continue
                 pending: deque[Event] = deque([Tick(time=now)])
-                while pending:
-                    self._handle(pending.popleft(), out, pending, service=name, journal_input=False)
+                try:
+                    while pending:
+                        self._handle(pending.popleft(), out, pending, service=name, journal_input=False)
+                except Exception as error:  # noqa: BLE001 - one service's bad state never stops the others
+                    self.quarantine(name, f"evaluation failed: {type(error).__name__}: {error}")
             self.last_evaluation_at = now
             self._report_rollouts()
         return out
@@ -184,18 +202,33 @@ class Engine:
         if isinstance(event, Command) and event.action.startswith("kill-switch"):
             self._kill_switch(event, out)
             return
+        if isinstance(event, Alert) and (self._policy().alerts.blocks(event.severity, dict(event.policy_labels))
+                                         or (event.state == "closed" and event.incident_id in self.blocking)):
+            self._blocking_alert(event, out)
         if not name:
             self.telemetry.event(event.kind, "ignored")
             return
         if isinstance(event, Deploy) and event.labels:
             self.labels[name] = dict(event.labels)
-        state = self.states.get(name) or ServiceState(service=name)
+        # A service seen for the first time carries the daemon-wide switches from now on; the
+        # service itself is believed to carry no record yet (confirmed empty).
+        state = self.states.get(name) or ServiceState(service=name, kill_switch=not self.actions_enabled,
+                                                      blocking_incidents=frozenset(self.blocking), confirmed=())
         policy = self.policy_for(name)
         now = self.clock.now() if self.clock is not None else getattr(event, "time", None)
         if self.last_tick is not None and (now is None or now < self.last_tick):
             now = self.last_tick
+        if name in self.quarantined and not isinstance(event, Resync):
+            self.reject(Ignored(f"{event.kind} for {name}, held: {self.quarantined[name]}", name))
+            return
         started = _perf.perf_counter()
-        result: Step = step(state, event, policy, now=now, actions_enabled=self.actions_enabled)
+        try:
+            result: Step = step(state, event, policy, now=now, actions_enabled=self.actions_enabled)
+        except Exception as error:  # noqa: BLE001 - a core bug on one service must not stop the others
+            self.quarantine(name, f"{event.kind} could not be evaluated: {type(error).__name__}: {error}")
+            return
+        if isinstance(event, Resync) and result.rejected is None:
+            self.quarantined.pop(name, None)  # a readable record again
         self.telemetry.evaluation_seconds(_perf.perf_counter() - started)
         if received_at is not None and hasattr(event, "time"):
             self.telemetry.lag((received_at - event.time).total_seconds())
@@ -206,8 +239,6 @@ class Engine:
             out.rejected.append(result.rejected)
             return
         self.telemetry.event(event.kind, "duplicate" if result.note.startswith("duplicate") else "accepted")
-        if result.state.rollout is not None or name in self.states:
-            self.states[name] = result.state
         if self.journal_evaluations and not self.recovering:
             for evaluation in result.evaluations:
                 self.journal.write(evaluation.to_json())
@@ -217,11 +248,14 @@ class Engine:
                      for d in result.decisions]
         if self.recovering:
             fresh = [d for d in decisions if d.decision_id not in self.known_decisions]
-            if not fresh and decisions:
-                # Journaled before the restart; its traffic change may not have landed.
+            if not fresh:
+                # Journaled before the restart (its results are in the journal too), or no decision
+                # at all (a state save: retried on ticks once running). Its traffic change may not
+                # have landed: re-applied once recovery is over.
                 for command in result.commands:
                     if isinstance(command, SetTraffic):
                         self.recovered_traffic[command.service] = command
+                self._commit(name, result.state)
                 return
             if any(isinstance(command, SetTraffic) for command in result.commands):
                 self.recovered_traffic.pop(name, None)  # a newer change is carried out now
@@ -232,7 +266,15 @@ class Engine:
             out.decisions.append(decision)
             if self.on_decision is not None:
                 self.on_decision(decision)
+        # The new state is committed only after its decisions are journaled and its actions carried
+        # out: if anything raises in between, the event is not acknowledged, and its redelivery is
+        # decided again from the old state instead of being dropped as a duplicate.
         self._carry_out(result.commands, decisions, pending)
+        self._commit(name, result.state)
+
+    def _commit(self, name: str, state: ServiceState) -> None:
+        if state.rollout is not None or name in self.states or state.open_alerts or state.kill_switch:
+            self.states[name] = state
 
     def reapply_recovered(self) -> Outputs:
         """After recovery from the journal: make sure each service's last journaled traffic change
@@ -243,9 +285,7 @@ class Engine:
         with self._lock:
             pending: deque[Event] = deque()
             for _, command in sorted(self.recovered_traffic.items()):
-                failure = self._set_traffic(command)
-                if failure is not None:
-                    pending.append(failure)
+                pending.append(self._write(command))
             self.recovered_traffic.clear()
             while pending:
                 self._handle(pending.popleft(), out, pending)
@@ -255,10 +295,10 @@ class Engine:
     def _carry_out(self, commands: Iterable[Any], decisions: list[Decision], pending: deque[Event]) -> None:
         captured: dict[str, Any] = {}
         for command in commands:
-            if isinstance(command, SetTraffic):
-                failure = self._set_traffic(command)
-                if failure is not None:
-                    pending.append(failure)
+            if isinstance(command, (SetTraffic, SaveState)):
+                result = self._write(command)
+                pending.append(result)
+                if not isinstance(result, ActionApplied):
                     return  # traffic did not move: do not notify or delete as if it had
             elif isinstance(command, CaptureErrorLogs):
                 captured[command.decision_id] = self._capture(command)
@@ -271,23 +311,95 @@ class Engine:
                     except ActionError as error:
                         self.telemetry.api_error(error.api or "run", error.code or type(error).__name__)
 
-    def _set_traffic(self, command: SetTraffic) -> Event | None:
+    def _write(self, command: SetTraffic | SaveState) -> Event:
+        """Carry out one write on Cloud Run and say what happened, as an event for the core. What was
+        asked is in the decision; what happened is journaled here, separately."""
         at = self._now(command)
-        if not self.rate_limiter.allow(command.service, command.project, at):
-            return ActionFailed(time=at, service=command.service, action="set-traffic",
-                                error="rate limit on traffic changes reached (policy rate_limits)")
+        kind = command.kind
+        expected = command.expected_canary_percent if isinstance(command, SetTraffic) else None
+        # Taking traffic away from a canary (a rollback, an abort) is never rate-limited; the limit
+        # guards against promotion loops. State saves move no traffic.
+        limited = (isinstance(command, SetTraffic) and not self.dry_run
+                   and command.canary_percent > (expected if expected is not None else 0))
+        if limited and not self.rate_limiter.allow(command.service, command.project, at):
+            return self._result(ActionFailed(
+                time=at, service=command.service, action=kind, decision_id=command.decision_id,
+                error="rate limit on traffic changes reached (policy rate_limits)", canary_percent_before=expected))
         try:
-            result = self.traffic.apply(command)
-            if result is not None and not result.changed and not self.dry_run:  # dry run: count as if acted
+            applied = (self.traffic.apply(command) if isinstance(command, SetTraffic)
+                       else self.traffic.save_state(command))
+            changed = bool(applied is None or applied.changed)
+            if limited and not changed:  # already as wanted: another replica or a retry got there first
                 self.rate_limiter.refund(command.service, command.project, at)
-            return None
+            return self._result(ActionApplied(
+                time=at, service=command.service, action=kind, decision_id=command.decision_id,
+                canary_percent=command.canary_percent if isinstance(command, SetTraffic) else None,
+                changed=changed))
         except ManualChangeError as error:
+            self._action_record(command, "manual-change", str(error))
             return TrafficChanged(time=at, service=command.service, canary_percent=error.observed_canary_percent,
                                   principal="", detail=str(error))
+        except RecordChangedError as error:
+            self._action_record(command, "record-changed", str(error))
+            return self._reread(command, at, str(error))
         except (ConflictError, TransientError, PermanentError, ActionError) as error:
             self.telemetry.api_error(error.api or "run", error.code or type(error).__name__)
-            return ActionFailed(time=at, service=command.service, action="set-traffic",
-                                error=f"{type(error).__name__}: {error}")
+            return self._result(ActionFailed(
+                time=at, service=command.service, action=kind, decision_id=command.decision_id,
+                error=f"{type(error).__name__}: {error}", canary_percent_before=expected))
+
+    def _result(self, event: ActionApplied | ActionFailed) -> Event:
+        outcome = ("applied" if isinstance(event, ActionApplied) and event.changed else
+                   "already-as-wanted" if isinstance(event, ActionApplied) else "failed")
+        self.telemetry.event(event.kind, outcome)
+        if not self.recovering:
+            record: dict[str, Any] = {"type": "action", "time": _iso(event.time), "service": event.service,
+                                      "command": event.action, "decision_id": event.decision_id,
+                                      "outcome": outcome}
+            if isinstance(event, ActionApplied) and event.canary_percent is not None:
+                record["canary_percent"] = event.canary_percent
+            if isinstance(event, ActionFailed):
+                record["detail"] = event.error[:2000]
+            if self.on_action is not None:
+                self.on_action(record)
+        return event
+
+    def _action_record(self, command: Any, outcome: str, detail: str) -> None:
+        record = {"type": "action", "time": _iso(self._now(command)), "service": command.service,
+                  "command": command.kind, "decision_id": command.decision_id, "outcome": outcome,
+                  "detail": detail[:2000]}
+        self.journal.write(record)
+        if self.on_action is not None:
+            self.on_action(record)
+
+    def _reread(self, command: Any, at: datetime, why: str) -> Event:
+        """Someone else wrote the service's record: read it back and let the core re-decide."""
+        try:
+            view = self.traffic.get_service(command.project, command.location, command.service)
+            found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
+                                                   self.policy_for(command.service))
+        except (ActionError, AnnotationError) as error:
+            return ActionFailed(time=at, service=command.service, action=command.kind,
+                                decision_id=command.decision_id, error=f"{why}; re-read failed: {error}")
+        observed = view.percent_of(found.rollout.canary) if found is not None and found.rollout else None
+        return Resync(time=at, service=command.service, found=found, observed_canary_percent=observed,
+                      origin="conflict")
+
+    def quarantine(self, service: str, reason: str) -> None:
+        """Hold one service whose state is corrupt or whose evaluation fails; the others go on."""
+        first = service not in self.quarantined
+        self.quarantined[service] = reason
+        if not first:
+            return
+        self.journal.write({"type": "quarantined", "service": service, "reason": reason[:2000]}, durable=True)
+        self.telemetry.event("service", "quarantined")
+        if self.notifier is not None:
+            try:
+                self.notifier.notify(Notify(service=service, severity="ERROR",
+                                            subject=f"{service}: rollbackd holds this service, a human must look",
+                                            decision={"service": service, "reason": reason[:2000]}))
+            except ActionError as error:
+                self.telemetry.api_error(error.api or "pubsub", error.code or type(error).__name__)
 
     def _capture(self, command: CaptureErrorLogs) -> Any:
         if self.error_logs is None:
@@ -332,6 +444,31 @@ class Engine:
         out.decisions.append(decision)
         if self.on_decision is not None:
             self.on_decision(decision)
+        if allowed:
+            self._fan_out_globals(event.time, out, by=event.by)
+
+    def _fan_out_globals(self, at: datetime, out: Outputs, *, by: str = "") -> None:
+        """Record the daemon-wide switches on every service rollbackd knows, so a restart or another
+        replica keeps them (each service's record is saved by the core, like any state change)."""
+        for name in sorted(self.states):
+            pending: deque[Event] = deque([GlobalState(time=at, service=name, kill_switch=not self.actions_enabled,
+                                                       blocking_incidents=frozenset(self.blocking), by=by)])
+            while pending:
+                self._handle(pending.popleft(), out, pending)
+
+    def _blocking_alert(self, event: Alert, out: Outputs) -> None:
+        """An incident the policy calls blocking (P0/P1: by severity or the alert policy's labels),
+        on any resource: while one is open no managed service promotes, and new rollouts wait at
+        their first step. Rollbacks are never blocked."""
+        before = dict(self.blocking)
+        if event.state == "open":
+            self.blocking[event.incident_id] = event.policy_name or event.incident_id
+        else:
+            self.blocking.pop(event.incident_id, None)
+        if self.blocking.keys() != before.keys():
+            self.journal.write({"type": "blocking-incidents", "time": _iso(event.time),
+                                "open": sorted(self.blocking)}, durable=True)
+            self._fan_out_globals(event.time, out)
 
     def _now(self, command: Any) -> datetime:
         return self.clock.now() if self.clock is not None else datetime.min
@@ -352,6 +489,48 @@ class Engine:
                 by_phase[key] = by_phase.get(key, 0) + 1
         self.telemetry.rollouts(by_phase)
 
+    # --- the durable record read back ------------------------------------------------------------
+    def read_back(self, views: Iterable[Any], origin: str) -> list[Any]:
+        """Feed each service's `rollbackd.dev/*` record to the core as a `Resync` event: on start
+        (origin "restore") and periodically (origin "resync", another replica's writes). The core
+        decides what to adopt (`daemon.core.reconcile`). A record that cannot be read holds that one
+        service and tells a human; the others go on. Returns the rollouts whose evidence must be
+        re-derived from Cloud Monitoring (a new rollout or phase was adopted)."""
+        rebuilt: list[Any] = []
+        for view in views:
+            name = view.name
+            with self._lock:
+                self.labels[name] = dict(view.labels)
+                try:
+                    found = service_state_from_annotations(name, view.project, view.location, view.annotations,
+                                                           self.policy_for(name))
+                except AnnotationError as error:
+                    self.quarantine(name, str(error))
+                    continue
+                except Exception as error:  # noqa: BLE001 - one unreadable record never stops the others
+                    self.quarantine(name, f"unreadable rollbackd annotations: {type(error).__name__}: {error}")
+                    continue
+                before = self.states.get(name)
+                if found is None and before is None:
+                    self.quarantined.pop(name, None)
+                    continue
+                observed = (view.percent_of(found.rollout.canary)
+                            if found is not None and found.rollout is not None else None)
+                self.submit(Resync(time=self.clock.now(), service=name, found=found,
+                                   observed_canary_percent=observed, origin=origin))
+                after = self.states.get(name)
+                rollout = after.rollout if after is not None else None
+                if rollout is not None and rollout.status.active and (
+                        before is None or before.rollout is None or rollout.evidence is not before.rollout.evidence):
+                    rebuilt.append(rollout)
+        with self._lock:
+            if any(state.kill_switch for state in self.states.values()):
+                self.actions_enabled = False
+            for state in self.states.values():
+                for incident in state.blocking_incidents:
+                    self.blocking.setdefault(incident, incident)
+        return rebuilt
+
     # --- queries --------------------------------------------------------------------------------
     def active_rollouts(self) -> list[Any]:
         with self._lock:
@@ -370,9 +549,17 @@ def _event_record(event: Event) -> dict[str, Any]:
     from daemon.core.codec import event_to_json
     if isinstance(event, Tick):
         return {"type": "tick", "time": _iso(event.time)}
-    if isinstance(event, ActionFailed):
-        return {"type": "action-failed", "time": _iso(event.time), "service": event.service,
-                "action": event.action, "error": event.error, "permanent": event.permanent}
+    if isinstance(event, (ActionFailed, ActionApplied)):
+        return event_to_json(event)
+    if isinstance(event, Resync):
+        found = event.found
+        return {"type": "resync", "time": _iso(event.time), "service": event.service, "origin": event.origin,
+                "observed_canary_percent": event.observed_canary_percent,
+                "record": record_of(found) if found is not None else None}
+    if isinstance(event, GlobalState):
+        return {"type": "global-state", "time": _iso(event.time), "service": event.service,
+                "kill_switch": event.kill_switch, "blocking_incidents": sorted(event.blocking_incidents),
+                "by": event.by}
     return event_to_json(event)
 
 

@@ -144,7 +144,10 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
     journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
     engine = Engine(policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs, journal=journal,
                     telemetry=telemetry, clock=clock, dry_run=settings.dry_run,
-                    actions_enabled=not settings.kill_switch, on_decision=decision_log.decision)
+                    actions_enabled=not settings.kill_switch, on_decision=decision_log.decision,
+                    on_action=lambda record: decision_log.info(
+                        f"{record['service']}: {record['command']} {record['outcome']}",
+                        **{k: v for k, v in record.items() if k != "type"}, record_type="action"))
     managed = ManagedServices(is_managed, traffic, clock=clock, locations=settings.locations, policy=reloader)
     dispatcher = Dispatcher(engine, clock=clock, traffic=traffic, own_principals=frozenset({settings.principal}),
                             managed=managed, accept_metrics=settings.metrics_mode in ("pubsub", "both"),
@@ -191,75 +194,33 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
 
 
 def restore(engine: Any, traffic: Any, decision_log: Any) -> int:
-    """Resume every managed service's rollout from its annotations. A service whose traffic no
-    longer matches what rollbackd last set was changed by a human while we were away: stand down."""
+    """Resume every managed service's rollout from its annotations (the core's `Resync` event,
+    origin "restore"). A service whose traffic no longer matches what rollbackd last set was changed
+    by a human while we were away: the core stands down."""
     from actions.base import ActionError
-    from daemon.core.events import TrafficChanged
-    from daemon.core.persist import AnnotationError, service_state_from_annotations
 
     try:
         views = traffic.list_services()
     except ActionError as error:
         decision_log.error(f"cannot list managed services on start: {error}")
         return 0
-    restored = 0
-    for view in views:
-        policy = engine.policy_for(view.name)
-        try:
-            state = service_state_from_annotations(view.name, view.project, view.location, view.annotations, policy)
-        except AnnotationError as error:
-            decision_log.error(str(error), service=view.name)
-            continue
-        if state is None or state.rollout is None:
-            continue
-        engine.states[view.name] = state
-        engine.labels[view.name] = dict(view.labels)
-        restored += 1
-        rollout = state.rollout
-        observed = view.percent_of(rollout.canary)
-        if rollout.status.active and observed != rollout.canary_percent:
-            engine.submit(TrafficChanged(time=engine.clock.now(), service=view.name, canary_percent=observed,
-                                         detail="found on start-up"))
-    return restored
+    engine.read_back(views, "restore")
+    return sum(1 for state in engine.states.values() if state.rollout is not None)
 
 
 def resync(engine: Any, traffic: Any, decision_log: Any) -> list[Any]:
-    """Adopt rollouts this replica does not know, or knows in an older form, from the annotations
-    (another replica started or finished them, or stopped). Decisions are deterministic functions of
-    the same Cloud Monitoring data, so replicas agree; the etag guard and idempotent updates make
-    sure a traffic change is applied once even when two replicas decide it."""
+    """Adopt what other replicas wrote on the services (the core's `Resync` event, origin "resync"):
+    a pause, a halt, a promotion, a new rollout. The etag guard and the record check on every write
+    make sure a replica never overwrites a record it did not know. Returns the rollouts whose
+    evidence must be backfilled from Cloud Monitoring."""
     from actions.base import ActionError
-    from daemon.core.persist import AnnotationError, service_state_from_annotations
 
     try:
         views = traffic.list_services()
     except ActionError as error:
         decision_log.error(f"cannot list managed services: {error}")
         return []
-    adopted: list[Any] = []
-    for view in views:
-        try:
-            found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
-                                                   engine.policy_for(view.name))
-        except AnnotationError:
-            continue
-        if found is None or found.rollout is None:
-            continue
-        with engine._lock:
-            local = engine.states.get(view.name)
-            rollout = local.rollout if local is not None else None
-            stale = (rollout is None
-                     or rollout.rollout_id != found.rollout.rollout_id
-                     or (rollout.status.active and not found.rollout.status.active)
-                     or found.rollout.phase_index > rollout.phase_index)
-            if not stale:
-                continue
-            if rollout is None and not found.rollout.status.active:
-                continue  # a finished rollout we never ran: nothing to do
-            engine.states[view.name] = found
-            engine.labels[view.name] = dict(view.labels)
-            adopted.append(found.rollout)
-    return adopted
+    return engine.read_back(views, "resync")
 
 
 def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clients: LiveClients | None = None) -> int:

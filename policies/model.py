@@ -197,12 +197,32 @@ class Evidence(_Model):
                                     "its errors always count. E.g. '3m'.")
 
 
+class BlockingIncidents(_Model):
+    """Which open incidents stop every promotion, wherever they are (the runbook's pre-deploy gate
+    "No P0/P1 incidents currently active"): by the incident's severity, or by the alert policy's
+    user labels (any listed value of any listed key). Matching is case-insensitive."""
+
+    severities: tuple[Literal["critical", "error", "warning"], ...] = ("critical",)
+    labels: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {"priority": ("p0", "p1")})
+
+    def matches(self, severity: str, labels: dict[str, str]) -> bool:
+        if severity.lower() in self.severities:
+            return True
+        wanted = {key.lower(): {v.lower() for v in values} for key, values in self.labels.items()}
+        return any(value.lower() in wanted.get(key.lower(), ()) for key, value in labels.items())
+
+
 class Alerts(_Model):
     """What an open Cloud Monitoring incident does."""
 
     scope: Literal["canary", "service"] = "service"
     on_open: Action = "rollback"
     dry_run: bool = False
+    blocking: BlockingIncidents = Field(default_factory=BlockingIncidents)
+
+    def blocks(self, severity: str, labels: dict[str, str]) -> bool:
+        """Does an incident with this severity and these alert-policy labels block promotions?"""
+        return self.blocking.matches(severity, labels)
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -34,7 +34,9 @@ th{background:#f1f3f5} .promote{color:#2b8a3e;font-weight:600} .rollback{color:#
 details{margin:2px 0} summary{cursor:pointer}
 pre{background:#f8f9fa;padding:10px;overflow:auto;font-size:11px}
 """
-OUTCOME = {"completed": "promoted", "rolled-back": "rolled back", "halted": "halted"}
+# A rollback decision leaves the rollout "rolling-back" until Cloud Run confirms it; replay's simulated
+# Cloud Run confirms every write in the same step, so the decision's outcome is the rollback.
+OUTCOME = {"completed": "promoted", "rolled-back": "rolled back", "rolling-back": "rolled back", "halted": "halted"}
 
 
 def write_report(result: Any, policy: Any, path: str) -> None:

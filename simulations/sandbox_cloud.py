@@ -16,8 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from actions.base import (ApplyResult, ManualChangeError, PermanentError, ServiceView, TrafficEntry)
-from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
+from actions.base import (ApplyResult, ManualChangeError, PermanentError, RecordChangedError, ServiceView,
+                          TrafficEntry)
+from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
+from daemon.core.ownership import (Split, classify_split, merged_annotations, record_changed_by_others,
+                                   record_matches)
 from policies.managed import ManagedPredicate
 
 
@@ -135,30 +138,45 @@ class SimulatedCloudRun:
                                      revisions=[command.baseline, command.canary])
                 self.services[command.service] = service
             current = {t["revision"]: int(t.get("percent", 0)) for t in service.traffic}
-            observed = current.get(command.canary, 0)
             wanted = {command.baseline: 100 - command.canary_percent, command.canary: command.canary_percent}
             wanted_traffic = [{"revision": command.baseline, "percent": 100 - command.canary_percent, "tag": ""},
                               {"revision": command.canary, "percent": command.canary_percent, "tag": "canary"}]
-            same_traffic = {r: p for r, p in current.items() if p} == {r: p for r, p in wanted.items() if p}
-            same_annotations = all(service.annotations.get(k) == v for k, v in command.annotations.items()
-                                   if k not in DESCRIPTIVE_ANNOTATIONS)
+            verdict = classify_split(current, command)  # the live controller's rule, the same function
             # Already as wanted (e.g. re-applied after a restart): idempotent, no call. Checked before
             # the manual-change rule, so a replayed command never looks like a human's change.
-            if same_traffic and same_annotations:
+            if verdict.split is Split.AS_WANTED and record_matches(service.annotations, command.annotations):
                 return ApplyResult(changed=False, service=service.view())
-            if command.expected_canary_percent is not None and observed != command.expected_canary_percent \
-                    and not same_traffic:
-                raise ManualChangeError(
-                    f"{command.service}: canary {command.canary} has {observed}%, rollbackd expected "
-                    f"{command.expected_canary_percent}%", observed_canary_percent=observed)
+            if verdict.split is Split.HUMAN:
+                raise ManualChangeError(verdict.reason, observed_canary_percent=verdict.observed_canary_percent)
+            if record_changed_by_others(service.annotations, command.expected_annotations, command.annotations):
+                raise RecordChangedError(f"{command.service}: the rollbackd record changed since it was read")
             for revision in (command.baseline, command.canary):
                 if revision not in service.revisions:
                     service.revisions.append(revision)
             service.traffic = wanted_traffic
-            service.annotations.update(command.annotations)
+            service.annotations = merged_annotations(service.annotations, command.annotations)
             service.generation += 1
             self.calls.append(("UpdateService", {"service": command.service, "traffic": dict(wanted),
                                                  "decision_id": command.decision_id}))
+            self._save()
+            return ApplyResult(changed=True, service=service.view())
+
+    def save_state(self, command: SaveState) -> ApplyResult:
+        with self._lock:
+            self.calls.append(("GetService", {"service": command.service}))
+            service = self.services.get(command.service)
+            if service is None:  # replay creates services on the fly, as `apply` does
+                service = SimService(name=command.service, project=command.project or "rollbackd-sandbox",
+                                     location=command.location or "sandbox-1")
+                self.services[command.service] = service
+            if record_matches(service.annotations, command.annotations):
+                return ApplyResult(changed=False, service=service.view())
+            if record_changed_by_others(service.annotations, command.expected_annotations, command.annotations):
+                raise RecordChangedError(f"{command.service}: the rollbackd record changed since it was read")
+            service.annotations = merged_annotations(service.annotations, command.annotations)
+            # On Cloud Run this is an UpdateService with the traffic sent back unchanged; logged under
+            # its own name so "every traffic change once" is checked on the traffic updates alone.
+            self.calls.append(("SaveState", {"service": command.service, "decision_id": command.decision_id}))
             self._save()
             return ApplyResult(changed=True, service=service.view())
 

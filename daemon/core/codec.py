@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from daemon.core.events import (
-    ActionFailed, Alert, Command, Deploy, Event, Ignored, Metrics, Rejected, Tick, TrafficChanged,
+    ActionApplied, ActionFailed, Alert, Command, Deploy, Event, Ignored, Metrics, Rejected, Tick, TrafficChanged,
 )
 from detectors.histogram import Histogram
 
@@ -41,9 +41,11 @@ def event_to_json(event: Event) -> dict[str, Any]:
                "incident_id": event.incident_id, "state": event.state}
         if event.revision is not None:
             out["revision"] = event.revision
-        for key in ("policy_name", "summary", "project"):
+        for key in ("policy_name", "summary", "project", "severity"):
             if getattr(event, key):
                 out[key] = getattr(event, key)
+        if event.policy_labels:
+            out["policy_labels"] = dict(event.policy_labels)
         return out
     if isinstance(event, Command):
         return {"type": "command", "time": format_rfc3339(event.time), "service": event.service,
@@ -53,7 +55,12 @@ def event_to_json(event: Event) -> dict[str, Any]:
                 "canary_percent": event.canary_percent, "principal": event.principal, "detail": event.detail}
     if isinstance(event, ActionFailed):
         return {"type": "action-failed", "time": format_rfc3339(event.time), "service": event.service,
-                "action": event.action, "error": event.error, "permanent": event.permanent}
+                "action": event.action, "error": event.error, "permanent": event.permanent,
+                "decision_id": event.decision_id, "canary_percent_before": event.canary_percent_before}
+    if isinstance(event, ActionApplied):
+        return {"type": "action-applied", "time": format_rfc3339(event.time), "service": event.service,
+                "action": event.action, "decision_id": event.decision_id, "canary_percent": event.canary_percent,
+                "changed": event.changed}
     if isinstance(event, Tick):
         return {"type": "tick", "time": format_rfc3339(event.time)}
     raise TypeError(f"not an event: {type(event).__name__}")

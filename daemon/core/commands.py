@@ -37,8 +37,31 @@ class SetTraffic:
     annotations: Mapping[str, str]
     reason: str
     decision_id: str
+    # Revisions whose traffic rollbackd may take away: a superseded rollout's canary. Their share is
+    # expected, not a human's change (`daemon.core.ownership.classify_split`).
+    released: tuple[str, ...] = ()
+    # The durable record the core believes the service carries now (non-descriptive keys). If the
+    # service shows another, someone else (a replica, a human) changed the rollout: re-read, re-decide.
+    expected_annotations: Mapping[str, str] | None = None
 
     kind = "set-traffic"
+
+
+@dataclass(frozen=True, slots=True)
+class SaveState:
+    """Write the rollout's durable state (`rollbackd.dev/*` annotations) on the service, leaving its
+    traffic exactly as it is: for every decision that changes state without moving traffic (pause,
+    hold, halt, an alert, the kill switch). Etag-guarded like SetTraffic."""
+
+    service: str
+    project: str
+    location: str
+    annotations: Mapping[str, str]
+    reason: str
+    decision_id: str = ""
+    expected_annotations: Mapping[str, str] | None = None
+
+    kind = "save-state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,4 +103,4 @@ class DeleteRevision:
     kind = "delete-revision"
 
 
-Command = Union[SetTraffic, Notify, CaptureErrorLogs, DeleteRevision]
+Command = Union[SetTraffic, SaveState, Notify, CaptureErrorLogs, DeleteRevision]

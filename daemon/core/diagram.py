@@ -14,8 +14,10 @@ def mermaid() -> str:
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
     for (source, kind), targets in sorted(TRANSITIONS.items(), key=lambda item: (item[0][0].value, item[0][1])):
         for target in sorted(targets, key=lambda s: s.value):
-            if target is source:
-                continue  # self-loops (ignored evidence, duplicates) would drown the picture
+            if target is source or kind == "resync":
+                # Self-loops (ignored evidence, duplicates) and resync (the durable record read back
+                # from the service, which may lead anywhere) would drown the picture.
+                continue
             edges[(source.value, target.value)].append(kind)
     lines = ["stateDiagram-v2"]
     for (source, target), kinds in sorted(edges.items()):

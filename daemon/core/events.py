@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from detectors.histogram import Histogram
 
@@ -84,6 +84,8 @@ class Alert:
     policy_name: str = ""
     summary: str = ""
     project: str = ""
+    severity: str = ""  # the incident's severity (critical | error | warning), lower case; "" unknown
+    policy_labels: tuple[tuple[str, str], ...] = ()  # the alert policy's user labels
 
     kind = "alert"
 
@@ -126,18 +128,77 @@ class TrafficChanged:
 
 @dataclass(frozen=True, slots=True)
 class ActionFailed:
-    """An action the core asked for could not be carried out and will not be retried."""
+    """An action the core asked for could not be carried out (the adapter's own retries are spent,
+    or the rate limit refused it). The core decides what follows: a rollback is retried with backoff,
+    a state save is retried, a promotion halts with traffic where it was."""
 
     time: datetime
     service: str
-    action: str
+    action: str  # set-traffic | save-state
     error: str
     permanent: bool = True
+    decision_id: str = ""
+    canary_percent_before: int | None = None  # the share Cloud Run still has (the write did not land)
 
     kind = "action-failed"
 
     def key(self) -> tuple:
         return ("action-failed", self.service, self.action, self.time, self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionApplied:
+    """Cloud Run confirmed an action: the traffic (and the annotations written with it) are as the
+    core asked. What was asked is in the decision; what happened is this event."""
+
+    time: datetime
+    service: str
+    action: str  # set-traffic | save-state
+    decision_id: str = ""
+    canary_percent: int | None = None
+    changed: bool = True  # False: the service was already as wanted (another replica, a retry)
+
+    kind = "action-applied"
+
+    def key(self) -> tuple:
+        return ("action-applied", self.service, self.action, self.time, self.decision_id, self.canary_percent)
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The durable record read back from the service's `rollbackd.dev/*` annotations: on start
+    (restore), or when another replica wrote it (resync). `found` is a parsed
+    `daemon.core.rollout.ServiceState` (None: the service carries no rollbackd state); the core
+    decides what to adopt (`daemon.core.reconcile`)."""
+
+    time: datetime
+    service: str
+    found: Any
+    observed_canary_percent: int | None = None  # the canary's share in the service's traffic now
+    origin: str = "resync"  # restore | resync
+
+    kind = "resync"
+
+    def key(self) -> tuple:
+        return ("resync", self.service, self.time, self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalState:
+    """The daemon-wide switches as they apply to one service, recorded in its durable state so a
+    restart or another replica keeps them: the kill switch (authorised by the engine before), and the
+    open incidents that block every promotion (the runbook's "No P0/P1 incidents currently active")."""
+
+    time: datetime
+    service: str
+    kill_switch: bool
+    blocking_incidents: frozenset[str] = frozenset()
+    by: str = ""
+
+    kind = "global-state"
+
+    def key(self) -> tuple:
+        return ("global-state", self.service, self.time, self.kill_switch, tuple(sorted(self.blocking_incidents)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +213,11 @@ class Tick:
         return ("tick", self.time)
 
 
-Event = Union[Deploy, Metrics, Alert, Command, TrafficChanged, ActionFailed, Tick]
+Event = Union[Deploy, Metrics, Alert, Command, TrafficChanged, ActionFailed, ActionApplied, Resync, GlobalState,
+              Tick]
 EVENT_KINDS: tuple[str, ...] = (
-    "deploy", "metrics", "alert", "command", "traffic-changed", "action-failed", "tick",
+    "deploy", "metrics", "alert", "command", "traffic-changed", "action-failed", "action-applied", "resync",
+    "global-state", "tick",
 )
 
 

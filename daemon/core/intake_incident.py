@@ -58,7 +58,17 @@ def parse_incident(msg: Mapping[str, Any], attributes: Mapping[str, str] | None,
         policy_name=str_at(incident, "policy_name"),
         summary=str_at(incident, "summary"),
         project=str_at(incident, "scoping_project_id") or (_label(labels, "project_id") or ""),
+        severity=str_at(incident, "severity").strip().lower(),
+        policy_labels=_user_labels(incident),
     )]
+
+
+def _user_labels(incident: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The alert policy's user labels (how a team marks its P0/P1 policies), strings only."""
+    labels = obj_at(incident, "policy_user_labels")
+    if not isinstance(labels, dict):
+        return ()
+    return tuple(sorted((k, v) for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)))
 
 
 def _label(labels: Any, key: str) -> str | None:

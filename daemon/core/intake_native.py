@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from daemon.core.events import (
-    COMMAND_ACTIONS, ActionFailed, Alert, Command, Deploy, Event, Metrics, Tick, TrafficChanged,
+    COMMAND_ACTIONS, ActionApplied, ActionFailed, Alert, Command, Deploy, Event, Metrics, Tick, TrafficChanged,
 )
 from daemon.core.intake_distribution import parse_distribution
 from daemon.core.intake_fields import (
@@ -144,7 +144,18 @@ def parse_alert(msg: Mapping[str, Any], now: datetime, fallback: datetime | None
         policy_name=opt_str(msg, "policy_name", "alert.policy_name"),
         summary=opt_str(msg, "summary", "alert.summary"),
         project=opt_str(msg, "project", "alert.project"),
+        severity=opt_str(msg, "severity", "alert.severity").lower(),
+        policy_labels=_string_map(msg, "policy_labels", "alert.policy_labels"),
     )]
+
+
+def _string_map(msg: Mapping[str, Any], key: str, where: str) -> tuple[tuple[str, str], ...]:
+    raw = msg.get(key)
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise Bad(f"{where}: expected an object of strings, got {type_name(raw)}")
+    return tuple(sorted(raw.items()))
 
 
 def parse_command(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
@@ -184,7 +195,28 @@ def parse_action_failed(msg: Mapping[str, Any], now: datetime, fallback: datetim
         action=req_str(msg, "action", "action-failed.action"),
         error=opt_str(msg, "error", "action-failed.error"),
         permanent=permanent,
+        decision_id=opt_str(msg, "decision_id", "action-failed.decision_id"),
+        canary_percent_before=_opt_percent(msg, "canary_percent_before", "action-failed.canary_percent_before"),
     )]
+
+
+def parse_action_applied(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
+    changed = msg.get("changed", True)
+    if not isinstance(changed, bool):
+        raise Bad(f"action-applied.changed: expected a boolean, got {type_name(changed)}")
+    return [ActionApplied(
+        time=_time(msg, now, fallback),
+        service=req_str(msg, "service", "action-applied.service"),
+        action=req_str(msg, "action", "action-applied.action"),
+        decision_id=opt_str(msg, "decision_id", "action-applied.decision_id"),
+        canary_percent=_opt_percent(msg, "canary_percent", "action-applied.canary_percent"),
+        changed=changed,
+    )]
+
+
+def _opt_percent(msg: Mapping[str, Any], key: str, where: str) -> int | None:
+    raw = msg.get(key)
+    return None if raw is None else percent(raw, where)
 
 
 def parse_tick(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
@@ -198,4 +230,5 @@ PUBLIC_TYPES: dict[str, Parser] = {
 }
 # Engine-internal events: only accepted from rollbackd's own journal (`allow_internal=True`). From
 # Pub/Sub a forged tick could move the core's notion of time forward and hurry a promotion.
-INTERNAL_TYPES: dict[str, Parser] = {"action-failed": parse_action_failed, "tick": parse_tick}
+INTERNAL_TYPES: dict[str, Parser] = {"action-failed": parse_action_failed, "action-applied": parse_action_applied,
+                                     "tick": parse_tick}

@@ -4,12 +4,12 @@ Kept apart from `step` and `progress` so both build records the same way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from daemon.clock import format_rfc3339
-from daemon.core.commands import ANNOTATION_PREFIX, Command, SetTraffic
+from daemon.core.commands import ANNOTATION_PREFIX, Command, SaveState, SetTraffic
 from daemon.core.decision import Decision
 from daemon.core.events import Rejected
 from daemon.core.rollout import Rollout, ServiceState
@@ -66,6 +66,7 @@ class Builder:
     commands: list[Command] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
+    force_save: bool = False  # save the durable record even if it looks unchanged (a retry)
 
     def decide(self, before: Rollout, after: Rollout, *, policy: Policy, time: datetime, action: str,
                reason: str, trigger: str, criteria: tuple[Any, ...] = (),
@@ -87,17 +88,71 @@ class Builder:
         self.decisions.append(decision)
         return after.with_(decisions_made=sequence, last_decision=f"{action}: {reason}")
 
-    def set_traffic(self, before: Rollout, after: Rollout, reason: str) -> None:
+    def set_traffic(self, before: Rollout, after: Rollout, reason: str, *,
+                    expected_canary_percent: int | None = None) -> None:
+        """Ask for the rollout's traffic. The annotations are filled in by `build` (the record as it
+        stands at the end of the step, written in the same etag-guarded update)."""
         self.commands.append(SetTraffic(
             service=after.service, project=after.project, location=after.location,
             canary=after.canary, baseline=after.baseline, canary_percent=after.canary_percent,
-            expected_canary_percent=before.canary_percent, annotations=annotations_for(after),
-            reason=reason, decision_id=f"{after.rollout_id}#{after.decisions_made}",
+            expected_canary_percent=(before.canary_percent if expected_canary_percent is None
+                                     else expected_canary_percent),
+            annotations={}, reason=reason, decision_id=f"{after.rollout_id}#{after.decisions_made}",
+            released=after.released,
         ))
 
-    def build(self, state: ServiceState, *, next_wakeup: datetime | None = None, note: str = "") -> Step:
-        return Step(state=state, commands=tuple(self.commands), decisions=tuple(self.decisions),
+    def build(self, state: ServiceState, *, before: ServiceState | None = None,
+              next_wakeup: datetime | None = None, note: str = "") -> Step:
+        """The step's result. Every change of the durable record is saved on the service: with the
+        traffic change when there is one (the same etag-guarded update), else on its own (SaveState).
+        `before` is the state the step started from: what the service is believed to carry."""
+        commands = list(self.commands)
+        if before is not None:
+            believed = dict(before.confirmed) if before.confirmed is not None else durable_part(record_of(before))
+            wanted = record_of(state)
+            has_traffic = any(isinstance(c, SetTraffic) for c in commands)
+            commands = [replace(c, annotations=wanted, expected_annotations=believed)
+                        if isinstance(c, SetTraffic) else c for c in commands]
+            # Saved when this step changed the record (a failed save is retried on ticks, not on
+            # every event: each attempt may spend the controller's whole retry budget).
+            changed = durable_part(wanted) != durable_part(record_of(before))
+            if not has_traffic and (self.force_save or changed):
+                where = state.rollout or before.rollout
+                commands.insert(0, SaveState(
+                    service=state.service, project=state.project or (where.project if where else ""),
+                    location=state.location or (where.location if where else ""), annotations=wanted,
+                    reason=state.rollout.last_decision if state.rollout else "service state",
+                    decision_id=self.decisions[-1].decision_id if self.decisions else "",
+                    expected_annotations=believed))
+                state = replace(state, unsaved=True)
+            elif has_traffic:
+                state = replace(state, unsaved=True)
+        return Step(state=state, commands=tuple(commands), decisions=tuple(self.decisions),
                     evaluations=tuple(self.evaluations), next_wakeup=next_wakeup, note=note)
+
+
+def durable_part(record: dict[str, str]) -> dict[str, str]:
+    """The keys of a record that are state, not wording (those are ignored when comparing)."""
+    from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS
+    return {k: v for k, v in record.items() if k not in DESCRIPTIVE_ANNOTATIONS and v}
+
+
+def confirmed_record(state: ServiceState) -> tuple[tuple[str, str], ...]:
+    """The state's durable record, in the form `ServiceState.confirmed` keeps."""
+    return tuple(sorted(durable_part(record_of(state)).items()))
+
+
+def record_of(state: ServiceState) -> dict[str, str]:
+    """Everything the core remembers about a service that must survive a restart, as the
+    `rollbackd.dev/*` annotations written on it. Keys with an empty value remove the annotation."""
+    p = ANNOTATION_PREFIX
+    record = {key: "" for key in ALL_KEYS}
+    if state.rollout is not None:
+        record.update(annotations_for(state.rollout))
+    record[f"{p}open-alerts"] = ",".join(sorted(state.open_alerts))[:1000]
+    record[f"{p}kill-switch"] = "on" if state.kill_switch else ""
+    record[f"{p}blocking-incidents"] = ",".join(sorted(state.blocking_incidents))[:1000]
+    return record
 
 
 def annotations_for(rollout: Rollout) -> dict[str, str]:
@@ -115,4 +170,15 @@ def annotations_for(rollout: Rollout) -> dict[str, str]:
         f"{p}hold-reason": rollout.hold_reason,
         f"{p}last-decision": rollout.last_decision[:500],
         f"{p}decisions": str(rollout.decisions_made),
+        f"{p}paused": "true" if rollout.paused else "",
+        f"{p}alerts-before-start": ",".join(sorted(rollout.alerts_before_start))[:1000],
+        f"{p}rollback-from-percent": (str(rollout.rollback_from_percent)
+                                      if rollout.status.value == "rolling-back" else ""),
+        f"{p}released": ",".join(rollout.released) if rollout.status.active else "",
     }
+
+
+ALL_KEYS = tuple(f"{ANNOTATION_PREFIX}{name}" for name in (
+    "rollout-id", "status", "phase", "phase-started", "rollout-started", "canary", "baseline",
+    "canary-percent", "hold-reason", "last-decision", "decisions", "paused", "rollback-from-percent",
+    "released", "open-alerts", "kill-switch", "blocking-incidents", "alerts-before-start"))

@@ -46,6 +46,11 @@ def rollout_from_annotations(service: str, project: str, location: str, annotati
         decisions_made = 0
     evidence = ev.new_evidence(policy)
     hold_reason = annotations.get(f"{p}hold-reason", "")
+    try:
+        rollback_from = int(annotations.get(f"{p}rollback-from-percent") or percent)
+    except ValueError:
+        rollback_from = 100  # unknown: any share the canary still has is ours to take back
+    released = tuple(r for r in annotations.get(f"{p}released", "").split(",") if r)
     return Rollout(
         rollout_id=annotations.get(f"{p}rollout-id") or f"{service}/{canary}",
         service=service, project=project, location=location, canary=canary, baseline=baseline,
@@ -53,16 +58,30 @@ def rollout_from_annotations(service: str, project: str, location: str, annotati
         canary_percent=percent,
         # Evidence is re-derived: the caller backfills metrics from the rollout's start.
         evaluated_through=started.replace(second=0, microsecond=0), evidence=evidence,
-        hold_reason=hold_reason, paused=hold_reason == "paused",
+        hold_reason=hold_reason,
+        paused=annotations.get(f"{p}paused") == "true" or hold_reason == "paused",
+        open_alerts=_alerts(annotations), released=released,
+        alerts_before_start=_alerts(annotations, "alerts-before-start"), rollback_from_percent=rollback_from,
         last_decision=annotations.get(f"{p}last-decision", ""), decisions_made=decisions_made,
         quiet_until=phase_started if phase_index >= 0 else None,
     )
 
 
+def _alerts(annotations: Mapping[str, str], key: str = "open-alerts") -> frozenset[str]:
+    return frozenset(a for a in annotations.get(f"{ANNOTATION_PREFIX}{key}", "").split(",") if a)
+
+
 def service_state_from_annotations(service: str, project: str, location: str,
                                    annotations: Mapping[str, str], policy: Policy) -> ServiceState | None:
+    """None when the service carries no rollbackd record at all (no rollout, no open incident, no
+    kill switch)."""
     rollout = rollout_from_annotations(service, project, location, annotations, policy)
-    if rollout is None:
+    alerts = _alerts(annotations)
+    kill_switch = annotations.get(f"{ANNOTATION_PREFIX}kill-switch") == "on"
+    blocking = frozenset(i for i in annotations.get(f"{ANNOTATION_PREFIX}blocking-incidents", "").split(",") if i)
+    if rollout is None and not alerts and not kill_switch and not blocking:
         return None
-    stable = rollout.canary if rollout.status is Status.COMPLETED else rollout.baseline
-    return ServiceState(service=service, rollout=rollout, stable_revision=stable)
+    stable = "" if rollout is None else rollout.canary if rollout.status is Status.COMPLETED else rollout.baseline
+    return ServiceState(service=service, rollout=rollout, stable_revision=stable, project=project,
+                        location=location, open_alerts=alerts, kill_switch=kill_switch,
+                        blocking_incidents=blocking)

@@ -23,6 +23,9 @@ from policies.model import Policy
 from policies.units import format_duration
 
 MINUTE = timedelta(seconds=60)
+# At most this many minutes are evaluated in one step (a restored rollout's backlog, a corrupt start
+# date that slipped through): the rest follow on the next ticks, and the other services are not held up.
+MAX_MINUTES_PER_STEP = 240
 
 
 def minute_of(when: datetime) -> datetime:
@@ -62,9 +65,10 @@ def next_wakeup(rollout: Rollout, policy: Policy) -> datetime | None:
 
 
 def advance(rollout: Rollout, policy: Policy, now: datetime, trigger: str, out: Builder,
-            *, actions_enabled: bool) -> Rollout:
+            *, actions_enabled: bool, gate: frozenset[str] = frozenset()) -> Rollout:
     """Evaluate every minute that is complete or overdue, in order, and act on each."""
     grace = timedelta(seconds=policy.evidence.late_data_grace)
+    evaluated = 0
     while rollout.status.active and rollout.phase_index >= 0:
         due_end = rollout.evaluated_through + MINUTE
         slot = rollout.slots[0] if rollout.slots and rollout.slots[0].end <= due_end else None
@@ -78,12 +82,15 @@ def advance(rollout: Rollout, policy: Policy, now: datetime, trigger: str, out: 
             slot = Slot(end=due_end)
         else:
             rollout = rollout.with_(slots=rollout.slots[1:])
-        rollout = _evaluate_minute(rollout, slot, policy, trigger, out, actions_enabled=actions_enabled)
+        rollout = _evaluate_minute(rollout, slot, policy, trigger, out, actions_enabled=actions_enabled, gate=gate)
+        evaluated += 1
+        if evaluated >= MAX_MINUTES_PER_STEP:
+            break  # the rest on the next tick: one step never holds the engine for long
     return rollout
 
 
 def _evaluate_minute(rollout: Rollout, slot: Slot, policy: Policy, trigger: str, out: Builder,
-                     *, actions_enabled: bool) -> Rollout:
+                     *, actions_enabled: bool, gate: frozenset[str] = frozenset()) -> Rollout:
     sample = ev.MinuteSample(end=slot.end, canary=slot.canary, baseline=slot.baseline,
                              canary_percent=rollout.canary_percent)
     evidence = ev.observe(rollout.evidence, policy, sample)
@@ -93,7 +100,8 @@ def _evaluate_minute(rollout: Rollout, slot: Slot, policy: Policy, trigger: str,
         evidence = ev.start_phase(rollout.evidence, rollout.phase_index)
         evidence = ev.observe(evidence, policy, sample)
         rollout = rollout.with_(quiet_until=None)
-    assessment = ev.assess(evidence, policy, rollout.phase_index, open_alerts=len(rollout.open_alerts))
+    assessment = ev.assess(evidence, policy, rollout.phase_index,
+                           open_alerts=len(rollout.open_alerts - rollout.alerts_before_start))
     missing = 0 if (slot.canary is not None and slot.baseline is not None) else rollout.missing_minutes + 1
     rollout = rollout.with_(evidence=evidence, evaluated_through=slot.end, missing_minutes=missing,
                             last_assessment=assessment)
@@ -104,11 +112,12 @@ def _evaluate_minute(rollout: Rollout, slot: Slot, policy: Policy, trigger: str,
         baseline_requests=slot.baseline.requests if slot.baseline else 0,
         results=assessment.results))
     return decide_on_evidence(rollout, policy, assessment, slot.end, trigger, out,
-                              actions_enabled=actions_enabled)
+                              actions_enabled=actions_enabled, gate=gate)
 
 
 def decide_on_evidence(rollout: Rollout, policy: Policy, assessment: "ev.Assessment", at: datetime,
-                       trigger: str, out: Builder, *, actions_enabled: bool) -> Rollout:
+                       trigger: str, out: Builder, *, actions_enabled: bool,
+                       gate: frozenset[str] = frozenset()) -> Rollout:
     """The policy's rules, in order of severity: roll back, hold, promote, wait."""
     criteria = assessment.results
     failing = assessment.rollback_reasons()
@@ -128,10 +137,17 @@ def decide_on_evidence(rollout: Rollout, policy: Policy, assessment: "ev.Assessm
         return halt(rollout, policy, at, reason, trigger, out, criteria=criteria)
 
     hold_reason, hold_text = "", ""
-    if rollout.paused:
+    if gate:
+        hold_reason = "incident"
+        hold_text = (f"blocking incident(s) open ({', '.join(sorted(gate)[:5])}): no promotion while a "
+                     "P0/P1 incident is active")
+    elif rollout.paused:
         hold_reason, hold_text = "paused", "paused by an operator"
-    elif rollout.open_alerts and policy.alerts.on_open == "hold" and not policy.alerts.dry_run:
-        hold_reason, hold_text = "alert", f"{len(rollout.open_alerts)} alert(s) open"
+    elif rollout.open_alerts and policy.alerts.on_open != "pass" and not policy.alerts.dry_run:
+        # "hold", or "rollback" for an incident that was already open when this canary started.
+        hold_reason, hold_text = "alert", (f"{len(rollout.open_alerts)} alert(s) open"
+                                           + (" (open since before this canary started)"
+                                              if rollout.open_alerts <= rollout.alerts_before_start else ""))
     elif data_missing:
         hold_reason = "missing-data"
         hold_text = f"metrics missing for {format_duration(gap_s)}; never promoting without evidence"
@@ -253,7 +269,9 @@ def roll_back(rollout: Rollout, policy: Policy, at: datetime, reason: str, trigg
     """Route 100% back to the baseline, keeping the canary tagged at 0% for investigation."""
     if not actions_enabled:
         return _suppressed(rollout, policy, at, ROLLBACK, 0, reason, trigger, out, criteria)
-    after = rollout.moved(Status.ROLLED_BACK, trigger, canary_percent=0, hold_reason="", paused=False)
+    # Rolling back until Cloud Run confirms it: a failed write is retried, never abandoned.
+    after = rollout.moved(Status.ROLLING_BACK, trigger, canary_percent=0, hold_reason="", paused=False,
+                          rollback_from_percent=rollout.canary_percent, rollback_attempts=0, retry_at=None)
     after = out.decide(rollout, after, policy=policy, time=at, action=ROLLBACK, reason=reason,
                        trigger=trigger, criteria=criteria, evidence_through=rollout.evaluated_through)
     out.set_traffic(rollout, after, reason)

@@ -10,6 +10,8 @@ Statuses:
   phase       in phase N: canary at the phase's traffic, collecting evidence for its minimum time
   waiting     the phase's minimum time is over; waiting for evidence, within the phase's extension
   held        not promoting: freeze window, warning level, manual pause, missing data or an alert
+  rolling-back a rollback was decided; the baseline must get 100% again. Retried with backoff until
+              Cloud Run confirms it (then rolled-back) or a human takes over. Never rate-limited.
   completed   the canary has 100% of traffic                                   (terminal)
   rolled-back the baseline has 100% again; the canary is kept tagged at 0%     (terminal)
   halted      stood down; a human must look (manual change, permanent error)   (terminal)
@@ -28,6 +30,7 @@ class Status(str, enum.Enum):
     PHASE = "phase"
     WAITING = "waiting"
     HELD = "held"
+    ROLLING_BACK = "rolling-back"
     COMPLETED = "completed"
     ROLLED_BACK = "rolled-back"
     HALTED = "halted"
@@ -39,7 +42,13 @@ class Status(str, enum.Enum):
 
     @property
     def active(self) -> bool:
+        """Collecting evidence and deciding on it."""
         return self in ACTIVE
+
+    @property
+    def pending(self) -> bool:
+        """Not finished: evidence (active) or a rollback still to be confirmed. Ticked by the engine."""
+        return self in ACTIVE or self is Status.ROLLING_BACK
 
 
 ACTIVE = frozenset({Status.PHASE, Status.WAITING, Status.HELD})
@@ -49,11 +58,13 @@ TERMINAL = frozenset({Status.COMPLETED, Status.ROLLED_BACK, Status.HALTED, Statu
 EVENT_KINDS = (
     "deploy", "metrics", "tick", "alert-open", "alert-close",
     "command:pause", "command:resume", "command:abort", "command:promote",
-    "traffic-changed", "action-failed",
+    "traffic-changed", "action-failed", "action-applied", "resync", "global-state",
 )
+# Events that may change the durable record without a rollout decision: the durable record read back
+# from Cloud Run (restore on start, or another replica's write), an action's result, the kill switch.
 
 S = Status
-_AFTER_EVIDENCE = frozenset({S.PHASE, S.WAITING, S.HELD, S.COMPLETED, S.ROLLED_BACK, S.HALTED})
+_AFTER_EVIDENCE = frozenset({S.PHASE, S.WAITING, S.HELD, S.COMPLETED, S.ROLLING_BACK, S.HALTED})
 _NEW_ROLLOUT = frozenset({S.PHASE, S.HELD, S.IDLE})  # a deploy at non-zero traffic leaves it idle
 _ACTIVE_DEPLOY = _NEW_ROLLOUT | {S.SUPERSEDED, S.HALTED}  # old rollout superseded (or halted: deployed with traffic)
 
@@ -67,20 +78,43 @@ TRANSITIONS: dict[tuple[Status, str], frozenset[Status]] = {
     (S.IDLE, "alert-open"): frozenset({S.IDLE}),
     (S.IDLE, "alert-close"): frozenset({S.IDLE}),
     (S.IDLE, "traffic-changed"): frozenset({S.IDLE}),
+    (S.IDLE, "action-applied"): frozenset({S.IDLE}),
+    (S.IDLE, "action-failed"): frozenset({S.IDLE}),
+    (S.IDLE, "global-state"): frozenset({S.IDLE}),
 }
+# The durable record on the service (restore, resync) is the truth whatever this replica thought:
+# another replica, or this one before a restart, wrote it after deciding through this same table.
+for _any in Status:
+    TRANSITIONS[(_any, "resync")] = frozenset(Status)
 for _active in (S.PHASE, S.WAITING, S.HELD):
     TRANSITIONS.update({
         (_active, "deploy"): _ACTIVE_DEPLOY,
         (_active, "metrics"): _AFTER_EVIDENCE,
         (_active, "tick"): _AFTER_EVIDENCE,
-        (_active, "alert-open"): frozenset({_active, S.HELD, S.ROLLED_BACK}),
+        (_active, "alert-open"): frozenset({_active, S.HELD, S.ROLLING_BACK}),
         (_active, "alert-close"): _AFTER_EVIDENCE,
         (_active, "command:pause"): frozenset({S.HELD}),
-        (_active, "command:abort"): frozenset({S.ROLLED_BACK}),
+        (_active, "command:abort"): frozenset({S.ROLLING_BACK}),
         (_active, "command:promote"): frozenset({S.PHASE, S.COMPLETED}),
         (_active, "traffic-changed"): frozenset({_active, S.HALTED}),
-        (_active, "action-failed"): frozenset({S.HALTED}),
+        # A failed promotion halts (traffic stays where it was); a failed state save is retried.
+        (_active, "action-failed"): frozenset({_active, S.HALTED}),
+        (_active, "action-applied"): frozenset({_active}),
+        (_active, "global-state"): frozenset({_active}),
     })
+# Rolling back: the goal stands until Cloud Run confirms it or a human takes traffic over.
+TRANSITIONS.update({
+    (S.ROLLING_BACK, "deploy"): _ACTIVE_DEPLOY,
+    (S.ROLLING_BACK, "metrics"): frozenset({S.ROLLING_BACK}),
+    (S.ROLLING_BACK, "tick"): frozenset({S.ROLLING_BACK}),  # retry when the backoff is over
+    (S.ROLLING_BACK, "alert-open"): frozenset({S.ROLLING_BACK}),
+    (S.ROLLING_BACK, "alert-close"): frozenset({S.ROLLING_BACK}),
+    (S.ROLLING_BACK, "command:abort"): frozenset({S.ROLLING_BACK}),  # retry now
+    (S.ROLLING_BACK, "traffic-changed"): frozenset({S.ROLLING_BACK, S.ROLLED_BACK, S.HALTED}),
+    (S.ROLLING_BACK, "action-failed"): frozenset({S.ROLLING_BACK}),
+    (S.ROLLING_BACK, "action-applied"): frozenset({S.ROLLING_BACK, S.ROLLED_BACK}),
+    (S.ROLLING_BACK, "global-state"): frozenset({S.ROLLING_BACK}),  # a rollback is never stopped
+})
 # Only a held rollout can be resumed.
 TRANSITIONS[(S.HELD, "command:resume")] = frozenset({S.PHASE, S.WAITING, S.HELD})
 for _done in TERMINAL:
@@ -91,7 +125,11 @@ for _done in TERMINAL:
         (_done, "alert-open"): frozenset({_done}),
         (_done, "alert-close"): frozenset({_done}),
         (_done, "traffic-changed"): frozenset({_done}),
+        # A completed rollout whose last write failed never reached 100%: halted. Otherwise only a
+        # state save can fail here, and it is retried.
         (_done, "action-failed"): frozenset({_done, S.HALTED}),
+        (_done, "action-applied"): frozenset({_done}),
+        (_done, "global-state"): frozenset({_done}),
     })
 
 
@@ -140,6 +178,9 @@ class Rollout:
     hold_reason: str = ""  # freeze | warning | paused | missing-data | alert | inconclusive
     paused: bool = False
     open_alerts: frozenset[str] = frozenset()
+    # The subset already open when this canary started: not its fault, so they hold its phases
+    # (the runbook's "no alerts") but never roll it back.
+    alerts_before_start: frozenset[str] = frozenset()
     slots: tuple[Slot, ...] = ()  # minutes received but not yet evaluated, in time order
     missing_minutes: int = 0  # consecutive evaluated minutes with an arm missing
     decisions_made: int = 0
@@ -149,6 +190,14 @@ class Rollout:
     # After a restart the evidence is rebuilt from metrics since the rollout began: minutes up to
     # here (before the current phase started) only feed the detectors; they decide nothing.
     quiet_until: datetime | None = None
+    # Revisions whose traffic this rollout may take away without it being a human's change: the
+    # canary of the rollout it superseded (still serving its share until our first write).
+    released: tuple[str, ...] = ()
+    # Rolling back: the canary's share before the rollback (what Cloud Run may still show), how many
+    # attempts failed, and when the next one is due.
+    rollback_from_percent: int = 0
+    rollback_attempts: int = 0
+    retry_at: datetime | None = None
 
     def moved(self, target: Status, event_kind: str, **changes: Any) -> "Rollout":
         """The only way to change status: checked against the table."""
@@ -174,6 +223,21 @@ class ServiceState:
     service: str
     rollout: Rollout | None = None
     stable_revision: str = ""  # the revision that holds traffic when no rollout runs
+    project: str = ""  # where the service lives, once known (a deploy, a restore)
+    location: str = ""
+    kill_switch: bool = False  # the global kill switch, as recorded on this service
+    # Open incidents that block every promotion (policy `alerts.blocking`), wherever they are.
+    blocking_incidents: frozenset[str] = frozenset()
+    # Incidents open on the service, whether or not a rollout runs: one opened before a canary
+    # started still means "not healthy" for it (the runbook's "no alerts" gate).
+    open_alerts: frozenset[str] = frozenset()
+    # The durable record differs from what the service carries (a save failed): retried on ticks.
+    unsaved: bool = False
+    # When the next attempt to save the durable record is due (backoff after a failed save).
+    save_retry_at: datetime | None = None
+    # The durable record as Cloud Run last confirmed it (sorted items; None: never confirmed, the
+    # state itself is what the service carries). An etag-guarded write expects exactly this.
+    confirmed: tuple[tuple[str, str], ...] | None = None
     # (event time, key) of recent non-metric events, for de-duplication of redeliveries.
     recent_keys: tuple[tuple[datetime, tuple], ...] = ()
 
@@ -190,5 +254,8 @@ class ServiceState:
         a duplicate, so their keys protect nothing, and keeping them made this tuple grow by one
         deploy key per rollout up to `limit` (about 64 KiB per service after 256 rollouts)."""
         since = self.rollout.started_at if self.rollout is not None else None
-        kept = tuple(entry for entry in self.recent_keys if since is None or entry[0] >= since)
+        # Incident keys are kept whatever their time: an incident opened before the rollout still
+        # counts for it, so a redelivery of its "open" after its "close" must stay a duplicate.
+        kept = tuple(entry for entry in self.recent_keys
+                     if since is None or entry[0] >= since or entry[1][:1] == ("alert",))
         return replace(self, recent_keys=(kept + ((at, key),))[-limit:])

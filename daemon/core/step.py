@@ -14,11 +14,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from daemon.core import evaluation as ev
-from daemon.core import progress
+from daemon.core import progress, reconcile, results
 from daemon.core.commands import Notify
 from daemon.core.decision import HOLD, PROMOTE, REFUSE, RESUME, SUPERSEDE
-from daemon.core.events import (ActionFailed, Alert, Command, Deploy, Event, Metrics, Rejected, Tick,
-                                TrafficChanged)
+from daemon.core.events import (ActionApplied, ActionFailed, Alert, Command, Deploy, Event, GlobalState, Metrics,
+                                Rejected, Resync, Tick, TrafficChanged)
 from daemon.core.outcome import Builder, Step
 from daemon.core.rollout import IllegalTransition, Rollout, ServiceState, Status, accepts
 from policies.model import Policy
@@ -45,21 +45,29 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
     if not accepts(state.status, kind):
         return _reject(state, event, f"'{kind}' is not accepted while the service is {state.status.value}"
                        + ("" if state.rollout else " (no rollout)"))
-    if not isinstance(event, (Metrics, Tick)):
+    if not isinstance(event, (Metrics, Tick, ActionApplied, ActionFailed, Resync)):
+        # Results and read-backs are not deliveries: two identical ones are two facts.
         key = event.key()
         if state.seen(key):
             return Step(state=state, note="duplicate event")
         state = state.remember(key, event.time)
     present = now or getattr(event, "time", None)
     rollout = state.rollout
-    if (rollout is not None and isinstance(event, (Alert, Command, TrafficChanged, Deploy))
+    if (rollout is not None and isinstance(event, (Command, TrafficChanged, Deploy))
             and event.time < rollout.started_at):
         # From before this rollout began (a late redelivery): it cannot be about this canary. A deploy
         # older than the rollout is the one before it (or its baseline's): it must not supersede.
         return Step(state=state, note=f"{event.kind} from before the rollout started; ignored")
     try:
         if isinstance(event, Deploy):
-            return _on_deploy(state, event, policy, actions_enabled)
+            return _on_deploy(state, event, policy, actions_enabled, present)
+        if isinstance(event, Resync):
+            return _from(state, reconcile.on_resync(state, event, policy), policy)
+        if isinstance(event, ActionApplied):
+            return _from(state, results.on_applied(state, event, policy), policy)
+        if isinstance(event, GlobalState):
+            return _finish_step(state, replace(state, kill_switch=event.kill_switch,
+                                               blocking_incidents=event.blocking_incidents), Builder(), policy)
         if isinstance(event, Metrics):
             return _on_metrics(state, event, policy, present, actions_enabled)
         if isinstance(event, Tick):
@@ -71,7 +79,7 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
         if isinstance(event, TrafficChanged):
             return _on_traffic_changed(state, event, policy)
         if isinstance(event, ActionFailed):
-            return _on_action_failed(state, event, policy)
+            return _from(state, results.on_failed(state, event, policy), policy)
     except IllegalTransition as error:  # a bug in a handler must not corrupt state
         return _reject(state, event, f"illegal transition: {error}")
     return _reject(state, event, f"unknown event kind {kind}")
@@ -82,14 +90,27 @@ def _reject(state: ServiceState, event: Event, reason: str) -> Step:
                                                kind_hint=event.kind))
 
 
-def _finish(state: ServiceState, rollout: Rollout | None, out: Builder, policy: Policy, note: str = "") -> Step:
-    wake = progress.next_wakeup(rollout, policy) if rollout else None
-    return out.build(replace(state, rollout=rollout), next_wakeup=wake, note=note)
+def _finish(state: ServiceState, rollout: Rollout | None, out: Builder, policy: Policy, note: str = "",
+            *, before: ServiceState | None = None) -> Step:
+    """The step's result, with `state`'s rollout replaced; every change of the durable record is
+    saved on the service (`Builder.build`). `before`: the state the step started from (default `state`)."""
+    return _finish_step(before or state, replace(state, rollout=rollout), out, policy, note)
+
+
+def _from(before: ServiceState, result: tuple[ServiceState, Builder, str], policy: Policy) -> Step:
+    after, out, note = result
+    return _finish_step(before, after, out, policy, note)
+
+
+def _finish_step(before: ServiceState, after: ServiceState, out: Builder, policy: Policy, note: str = "") -> Step:
+    wake = results.next_wakeup(after, policy)
+    return out.build(after, before=before, next_wakeup=wake, note=note)
 
 
 # --- deploy ---------------------------------------------------------------------------------------
 
-def _on_deploy(state: ServiceState, event: Deploy, policy: Policy, actions_enabled: bool) -> Step:
+def _on_deploy(state: ServiceState, event: Deploy, policy: Policy, actions_enabled: bool,
+               present: datetime | None) -> Step:
     out = Builder()
     current = state.rollout
     if event.revision is None:
@@ -111,7 +132,7 @@ def _on_deploy(state: ServiceState, event: Deploy, policy: Policy, actions_enabl
             halted = progress.halt(current, policy, event.time,
                                    f"{event.revision} was deployed with {event.canary_percent}% traffic by "
                                    f"{event.principal or 'someone'} during the rollout", "deploy", out)
-            return _finish(replace(state, stable_revision=stable), halted, out, policy, note)
+            return _finish(replace(state, stable_revision=stable), halted, out, policy, note, before=state)
         return Step(state=replace(state, stable_revision=stable), note=note)
     baseline = event.baseline or _stable_of(state)
     if not baseline:
@@ -119,33 +140,56 @@ def _on_deploy(state: ServiceState, event: Deploy, policy: Policy, actions_enabl
     if baseline == event.revision:
         return _reject(state, event, "the canary and the baseline are the same revision")
 
-    if current is not None and current.status.active:
+    released: tuple[str, ...] = ()
+    if current is not None and current.status.pending:
         superseded = current.moved(Status.SUPERSEDED, "deploy")
         out.decide(current, superseded, policy=policy, time=event.time, action=SUPERSEDE,
                    reason=f"superseded by a new deploy of {event.revision}; "
                           f"{current.canary} leaves traffic to the new rollout", trigger="deploy")
-        baseline = event.baseline or current.baseline
+        # The old rollout's baseline is still the stable revision (the dispatcher's guess from the
+        # traffic could name the old canary at 50%), and the old canary's share is ours to take.
+        baseline = current.baseline
+        released = tuple(dict.fromkeys((current.canary, *current.released)))
+        if baseline == event.revision:
+            return _reject(state, event, "the canary and the baseline are the same revision")
 
+    # The phase timer starts when traffic does. A deploy handled late (a backlog after an outage)
+    # must still get its phases' full minimum time at real traffic, so past the late-data grace it
+    # starts now. Within the grace (delivery delay, clock skew) it keeps the deploy's own time, so
+    # redeliveries and skewed clocks give exactly the same decisions.
+    lag_s = (present - event.time).total_seconds() if present is not None else 0.0
+    at = present if present is not None and lag_s > policy.evidence.late_data_grace else event.time
     start = Rollout(
         rollout_id=f"{event.service}/{event.revision}@{event.time.strftime('%Y%m%dT%H%M%SZ')}", service=event.service, project=event.project,
         location=event.location, canary=event.revision, baseline=baseline,
-        status=Status.IDLE, started_at=event.time, phase_index=-1, phase_started_at=event.time,
+        status=Status.IDLE, started_at=event.time, phase_index=-1, phase_started_at=at,
         canary_percent=0,  # a canary deploy arrives with no traffic
-        evaluated_through=progress.minute_of(event.time), evidence=ev.new_evidence(policy),
-        labels=dict(event.labels),
+        evaluated_through=progress.minute_of(at), evidence=ev.new_evidence(policy),
+        labels=dict(event.labels), released=released,
+        # Incidents already open on the service are open for the canary too: no phase passes
+        # while one is (the runbook's "no alerts"), but they are not the canary's fault.
+        open_alerts=state.open_alerts if policy.alerts.scope != "canary" else frozenset(),
+        alerts_before_start=state.open_alerts if policy.alerts.scope != "canary" else frozenset(),
     )
-    new_state = replace(state, stable_revision=baseline)
-    window = policy.freeze.active_window(event.time)
+    new_state = replace(state, stable_revision=baseline, project=event.project or state.project,
+                        location=event.location or state.location)
+    if state.blocking_incidents:
+        held = start.moved(Status.HELD, "deploy", hold_reason="incident")
+        held = out.decide(start, held, policy=policy, time=at, action=HOLD, trigger="deploy",
+                          reason=f"new canary {event.revision}, but blocking incident(s) are open "
+                                 f"({', '.join(sorted(state.blocking_incidents)[:5])}): waiting at the first step")
+        return _finish(new_state, held, out, policy, before=state)
+    window = policy.freeze.active_window(at)
     if window is not None:
         held = replace(start, status=Status.IDLE).moved(Status.HELD, "deploy", hold_reason="freeze")
-        held = out.decide(start, held, policy=policy, time=event.time, action=HOLD,
+        held = out.decide(start, held, policy=policy, time=at, action=HOLD,
                           reason=f"new canary {event.revision}, but promotions are frozen "
                                  f"({window.start}–{window.end} {policy.freeze.timezone})",
                           trigger="deploy")
-        return _finish(new_state, held, out, policy)
-    first = _start_traffic(start, policy, event.time, "deploy", out, actions_enabled,
+        return _finish(new_state, held, out, policy, before=state)
+    first = _start_traffic(start, policy, at, "deploy", out, actions_enabled,
                            f"new canary {event.revision} against baseline {baseline}")
-    return _finish(new_state, first, out, policy)
+    return _finish(new_state, first, out, policy, before=state)
 
 
 def _start_traffic(rollout: Rollout, policy: Policy, at: datetime, trigger: str, out: Builder,
@@ -189,58 +233,75 @@ def _on_metrics(state: ServiceState, event: Metrics, policy: Policy, now: dateti
     rollout, note = progress.add_metrics(rollout, event)
     out = Builder()
     if not note:
-        rollout = progress.advance(rollout, policy, now, "metrics", out, actions_enabled=actions_enabled)
+        rollout = progress.advance(rollout, policy, now, "metrics", out, actions_enabled=actions_enabled,
+                                       gate=state.blocking_incidents)
     return _finish(state, rollout, out, policy, note)
 
 
 def _on_tick(state: ServiceState, event: Tick, policy: Policy, actions_enabled: bool) -> Step:
     rollout = state.rollout
+    if rollout is not None and rollout.status is Status.ROLLING_BACK:
+        return _from(state, results.retry_rollback(state, event.time, policy), policy)
     if rollout is None or not rollout.status.active:
+        if state.unsaved:
+            return _from(state, results.retry_save(state, event.time), policy)
         return Step(state=state)
     out = Builder()
-    if rollout.phase_index < 0:  # held before the first traffic change (freeze or kill switch)
-        if policy.freeze.active_window(event.time) is None:
+    if rollout.phase_index < 0:  # held before the first traffic change (freeze, kill switch, incident)
+        if policy.freeze.active_window(event.time) is None and not state.blocking_incidents:
             rollout = _start_traffic(rollout, policy, event.time, "tick", out, actions_enabled,
                                      f"promotions allowed again for canary {rollout.canary}")
         return _finish(state, rollout, out, policy)
-    rollout = progress.advance(rollout, policy, event.time, "tick", out, actions_enabled=actions_enabled)
+    rollout = progress.advance(rollout, policy, event.time, "tick", out, actions_enabled=actions_enabled,
+                               gate=state.blocking_incidents)
     return _finish(state, rollout, out, policy)
 
 
 # --- alerts ---------------------------------------------------------------------------------------
 
 def _on_alert(state: ServiceState, event: Alert, policy: Policy, actions_enabled: bool) -> Step:
+    # The service's open incidents are recorded whatever the rollout does: one open before a canary
+    # starts still blocks its phases (the runbook's "no alerts"), and a restart must not forget it.
+    opened = event.state == "open"
+    before = state
+    state = replace(state, open_alerts=(state.open_alerts | {event.incident_id} if opened
+                                        else state.open_alerts - {event.incident_id}))
     rollout = state.rollout
-    if rollout is None or not rollout.status.active:
-        return Step(state=state, note="no active rollout")
-    if policy.alerts.scope == "canary" and event.revision != rollout.canary:
-        return Step(state=state, note=f"alert on {event.revision or 'the service'}, policy scope is the canary")
-    if event.revision and event.revision not in (rollout.canary, rollout.baseline) and policy.alerts.scope == "canary":
-        return Step(state=state, note="alert for another revision")
     out = Builder()
+    if rollout is None or not rollout.status.active:
+        return _finish(state, rollout, out, policy, note="no active rollout; incident recorded", before=before)
+    if policy.alerts.scope == "canary" and event.revision != rollout.canary:
+        return _finish(state, rollout, out, policy, before=before,
+                       note=f"alert on {event.revision or 'the service'}, policy scope is the canary")
     kind = table_kind(event)
     label = f"alert '{event.policy_name or event.incident_id}'"
-    if event.state == "closed":
-        rollout = rollout.with_(open_alerts=rollout.open_alerts - {event.incident_id})
+    if not opened:
+        rollout = rollout.with_(open_alerts=rollout.open_alerts - {event.incident_id},
+                                alerts_before_start=rollout.alerts_before_start - {event.incident_id})
         if rollout.status is Status.HELD and rollout.hold_reason == "alert" and not rollout.open_alerts:
             after = rollout.moved(Status.PHASE, kind, hold_reason="")
             rollout = out.decide(rollout, after, policy=policy, time=event.time, action=RESUME,
                                  reason=f"{label} closed", trigger=kind)
-        return _finish(state, rollout, out, policy)
+        return _finish(state, rollout, out, policy, before=before)
     rollout = rollout.with_(open_alerts=rollout.open_alerts | {event.incident_id})
     action = policy.alerts.on_open
     if policy.alerts.dry_run or action == "pass":
-        return _finish(state, rollout, out, policy, note=f"{label} open; policy does not act on it")
-    if action == "rollback":
+        return _finish(state, rollout, out, policy, note=f"{label} open; policy does not act on it", before=before)
+    if action == "rollback" and event.time >= rollout.started_at:
         reason = f"{label} opened on {event.revision or event.service}: {event.summary}".rstrip(": ")
         rollout = progress.roll_back(rollout, policy, event.time, reason, kind, out,
                                      actions_enabled=actions_enabled)
-        return _finish(state, rollout, out, policy)
+        return _finish(state, rollout, out, policy, before=before)
+    if event.time < rollout.started_at:
+        # Opened before this canary started (a late delivery): not its fault, but while it stays
+        # open no phase passes; the next evaluated minute holds on it (`progress.decide_on_evidence`).
+        rollout = rollout.with_(alerts_before_start=rollout.alerts_before_start | {event.incident_id})
+        return _finish(state, rollout, out, policy, before=before, note=f"{label} open since before the rollout")
     if rollout.status is not Status.HELD:
         after = rollout.moved(Status.HELD, kind, hold_reason="alert")
         rollout = out.decide(rollout, after, policy=policy, time=event.time, action=HOLD,
                              reason=f"{label} open; holding until it closes", trigger=kind)
-    return _finish(state, rollout, out, policy)
+    return _finish(state, rollout, out, policy, before=before)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -263,6 +324,8 @@ def _on_command(state: ServiceState, event: Command, policy: Policy, actions_ena
                                    subject=f"{rollout.service}: refused command {event.action}",
                                    decision=out.decisions[-1].to_json()))
         return _finish(state, rollout, out, policy)
+    if rollout.status is Status.ROLLING_BACK:  # only abort is accepted: retry the rollback now
+        return _from(state, results.retry_rollback(state, event.time, policy, force=True), policy)
     if event.action == "pause":
         after = rollout.moved(Status.HELD, kind, hold_reason="paused", paused=True)
         rollout = out.decide(rollout, after, policy=policy, time=event.time, action=HOLD,
@@ -294,6 +357,8 @@ def _on_command(state: ServiceState, event: Command, policy: Policy, actions_ena
 
 def _on_traffic_changed(state: ServiceState, event: TrafficChanged, policy: Policy) -> Step:
     rollout = state.rollout
+    if rollout is not None and rollout.status is Status.ROLLING_BACK:
+        return _from(state, results.taken_over(state, event, policy), policy)
     if rollout is None or not rollout.status.active:
         return Step(state=state, note="no active rollout")
     if event.canary_percent is not None and event.canary_percent == rollout.canary_percent:
@@ -304,18 +369,6 @@ def _on_traffic_changed(state: ServiceState, event: TrafficChanged, policy: Poli
               f"rollbackd had set {rollout.canary_percent}%){': ' + event.detail if event.detail else ''}; "
               "standing down, never fighting a human")
     rollout = progress.halt(rollout, policy, event.time, reason, "traffic-changed", out)
-    return _finish(state, rollout, out, policy)
-
-
-def _on_action_failed(state: ServiceState, event: ActionFailed, policy: Policy) -> Step:
-    rollout = state.rollout
-    if rollout is None:
-        return Step(state=state, note="no rollout")
-    out = Builder()
-    if rollout.status is Status.HALTED:
-        return Step(state=state, note="already halted")
-    reason = f"{event.action} failed permanently: {event.error}"
-    rollout = progress.halt(rollout, policy, event.time, reason, "action-failed", out)
     return _finish(state, rollout, out, policy)
 
 

@@ -85,6 +85,9 @@ class CloudRunFake:
         # Every UpdateService the fake accepted: (short service, {revision: percent}, annotations).
         # Unlike `requests`, rejected (stale etag, injected fault) calls are not in it.
         self.accepted_updates: list[tuple[str, dict[str, int], dict[str, str]]] = []
+        # The accepted updates that moved traffic (annotation-only updates, rollbackd saving its
+        # record after a pause or a hold, left out): "each traffic change once" is checked on these.
+        self.traffic_updates: list[tuple[str, dict[str, int], dict[str, str]]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> str:
@@ -227,6 +230,13 @@ class CloudRunFake:
         """A copy of the stored service."""
         with self._lock:
             return run_v2.Service.deserialize(run_v2.Service.serialize(self._service(service)))
+
+    def set_annotations(self, service: str, annotations: Mapping[str, str]) -> None:
+        """Someone edits the service's annotations by hand (or a bad tool corrupts them)."""
+        with self._lock:
+            svc = self._service(service)
+            svc.annotations = {**dict(svc.annotations), **dict(annotations)}
+            self._bump(svc)
 
     def annotations_of(self, service: str) -> dict[str, str]:
         with self._lock:
@@ -394,12 +404,15 @@ class CloudRunFake:
                 return operations_pb2.Operation(name="", done=True)
             # The spec changes at once (a GET shows the new traffic and etag, reconciling=True);
             # traffic_statuses catch up when the operation completes.
+            split_before = _split(svc)
             svc.traffic = list(wanted.traffic) or [run_v2.TrafficTarget(type_=LATEST, percent=100)]
             svc.labels = dict(wanted.labels)
             svc.annotations = dict(wanted.annotations)
             self._bump(svc)
             svc.reconciling = True
             self.accepted_updates.append((_short(svc.name), _split(svc), dict(svc.annotations)))
+            if _split(svc) != split_before:
+                self.traffic_updates.append((_short(svc.name), _split(svc), dict(svc.annotations)))
             target = svc
 
             def complete() -> None:

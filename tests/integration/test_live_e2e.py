@@ -122,7 +122,7 @@ def test_healthy_canary_walks_5_25_50_100(world: World) -> None:
         notes = world.topics.pull_notifications(1)  # completion's last action
         journaled = check_records_agree(live, world, "checkout")
 
-    updates = [(service, split) for service, split, _ in world.fakes.cloud_run.accepted_updates]
+    updates = [(service, split) for service, split, _ in world.fakes.cloud_run.traffic_updates]
     assert [split.get(CANARY, 0) for _, split in updates] == [5, 25, 50, 100]
     assert all(split.get(BASELINE, 0) + split.get(CANARY, 0) == 100 for _, split in updates)
     assert world.fakes.cloud_run.traffic_of("checkout")[CANARY] == 100
@@ -143,7 +143,7 @@ def test_bad_canary_is_rolled_back_with_error_logs_and_notification(world: World
     with LiveDaemon(world.settings(), world.clock) as live:
         feeder = start_rollout(world, live, BROKEN)
         try:
-            wait_until(lambda: logged_status(live, "checkout") == "rolled-back", 40, "the rollback")
+            wait_until(lambda: logged_status(live, "checkout") == "rolling-back", 40, "the rollback")
             # The rollback's actions (traffic, log capture, notification) follow its log line.
             wait_until(lambda: world.fakes.cloud_run.traffic_of("checkout")[BASELINE] == 100, 10, "100% baseline")
         finally:
@@ -218,7 +218,7 @@ def test_without_a_notify_topic_the_rollback_notification_goes_to_the_decision_l
     with LiveDaemon(world.settings(notify_topic=""), world.clock) as live:
         feeder = start_rollout(world, live, BROKEN)
         try:
-            wait_until(lambda: logged_status(live, "checkout") == "rolled-back", 40, "the rollback")
+            wait_until(lambda: logged_status(live, "checkout") == "rolling-back", 40, "the rollback")
             wait_until(lambda: any("notification" in r for r in live.records()), 10, "the notification line")
         finally:
             feeder.stop()

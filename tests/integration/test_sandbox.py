@@ -17,7 +17,7 @@ from daemon.sandbox import SUBSCRIPTION, TOPIC
 from tests.integration.live_harness import REPO, run_cli, subprocess_env, wait_until
 
 SPEED = "600"
-EXPECTED = {"checkout": ("completed", 100), "payments": ("rolled-back", 0)}
+EXPECTED = {"checkout": ("completed", 100), "payments": ("rolling-back", 0)}  # as decided; confirmed after
 
 
 def decisions(stdout: str) -> list[dict[str, Any]]:
@@ -107,7 +107,7 @@ def test_sandbox_events_travel_through_the_emulator_topic(pubsub_emulator: str) 
     subscriber.create_subscription(request={"name": tap, "topic": TOPIC})
     done = run_cli(["run", "--sandbox", "--speed", SPEED, "--json", "--scenario", "bad-canary"], timeout_s=120)
     assert done.returncode == 0, done.stderr
-    assert outcomes(decisions(done.stdout)) == {"checkout": ("rolled-back", 0)}  # alone, it keeps its name
+    assert outcomes(decisions(done.stdout)) == {"checkout": ("rolling-back", 0)}  # alone, it keeps its name
     kinds: dict[str, int] = {}
     while True:
         response = subscriber.pull(request={"subscription": tap, "max_messages": 1000}, timeout=5)

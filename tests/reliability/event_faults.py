@@ -140,9 +140,11 @@ def unknown_services(clean: list[Delivery], rng: random.Random, p: float = 0.2) 
 
 
 def older_than_rollout(clean: list[Delivery], rng: random.Random) -> list[Delivery]:
-    """Events stamped before the rollouts began, delivered in the middle of them: an alert and a
-    traffic change from an earlier rollout, an operator's old abort, metrics from the previous day,
-    and the deploy that made the current baseline (redelivered a day late)."""
+    """Events stamped before the rollouts began, delivered in the middle of them: an incident of an
+    earlier rollout (opened and closed before this one began), a traffic change from an earlier
+    rollout, an operator's old abort, metrics from the previous day, and the deploy that made the
+    current baseline (redelivered a day late). An incident still open when a canary starts is not
+    stale: it blocks the canary's phases (tests/unit/test_controller_core.py)."""
     out = list(clean)
     services = sorted({d.record["service"] for d in clean if d.record["type"] == "deploy"})
     for service in services:
@@ -154,6 +156,10 @@ def older_than_rollout(clean: list[Delivery], rng: random.Random) -> list[Delive
                 Delivery(at, {"type": "alert", "time": stamp, "service": service,
                               "revision": f"{service}-00042-cnry", "incident_id": f"old-{service}-{minute}",
                               "state": "open", "policy_name": "old 5xx alert"}),
+                Delivery(at, {"type": "alert", "time": format_rfc3339(old + timedelta(minutes=2)),
+                              "service": service, "revision": f"{service}-00042-cnry",
+                              "incident_id": f"old-{service}-{minute}", "state": "closed",
+                              "policy_name": "old 5xx alert"}),
                 Delivery(at, {"type": "command", "time": stamp, "service": service, "action": "abort",
                               "by": "sre@example.com", "reason": "an old abort"}),
                 Delivery(at, {"type": "traffic-changed", "time": stamp, "service": service,

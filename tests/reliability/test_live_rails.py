@@ -45,7 +45,7 @@ class World:
 
     def splits(self, service: str = "checkout") -> list[int]:
         """The canary share of every UpdateService the Cloud Run fake accepted."""
-        return [split.get(CANARY, 0) for name, split, _ in self.run.accepted_updates if name == service]
+        return [split.get(CANARY, 0) for name, split, _ in self.run.traffic_updates if name == service]
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_logging_fault_never_delays_a_rollback(world: World) -> None:
     with LiveDaemon(world.settings(), world.clock) as live:
         feeder = start_rollout(world, BROKEN)
         try:
-            wait_until(lambda: last_status(live) == "rolled-back", WAIT_S, "the rollback")
+            wait_until(lambda: last_status(live) == "rolling-back", WAIT_S, "the rollback")
             wait_until(lambda: world.run.traffic_of("checkout").get(BASELINE) == 100, 10, "100% baseline")
         finally:
             feeder.stop()
@@ -266,11 +266,11 @@ def test_policy_selectors_manage_services_and_the_opt_out_label_wins(world: Worl
             return any(r.get("type") == "ignored" and f"{name} is not managed" in r.get("reason", "")
                        for r in journal_records(world.settings().journal))
 
-        wait_until(lambda: any(name == "pay-api" for name, _, _ in world.run.accepted_updates), WAIT_S,
+        wait_until(lambda: any(name == "pay-api" for name, _, _ in world.run.traffic_updates), WAIT_S,
                    "the selector-managed service's first step")
         wait_until(lambda: ignored("pay-legacy") and ignored("legacy"), WAIT_S, "the other two ignored")
         assert live.decisions("pay-api")
-    first = next(split for name, split, _ in world.run.accepted_updates if name == "pay-api")
+    first = next(split for name, split, _ in world.run.traffic_updates if name == "pay-api")
     assert first == {"pay-api-00001-aaa": 95, "pay-api-00002-bbb": 5}
     assert not live.decisions("pay-legacy") and not live.decisions("legacy")
     touched = {req.service.name.rsplit("/", 1)[-1] for req in world.run.requests.of("UpdateService")}

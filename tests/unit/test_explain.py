@@ -23,7 +23,7 @@ def test_rollback_names_the_failing_criterion_and_the_policy_rule(policy):
     assert "*G error_ratio: FAIL" in text  # the deciding, gating criterion
     assert "trail of error_ratio" in text
     assert "comparison.error_rate.on_fail = rollback" in text
-    assert "before: " in text and "after:  rolled-back" in text
+    assert "before: " in text and "after:  rolling-back" in text
 
 
 def test_at_picks_the_last_decision_at_or_before(policy):

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from daemon.core.events import ActionFailed, Alert, Command, Deploy, Metrics, Tick, TrafficChanged
+from daemon.core.events import (ActionApplied, ActionFailed, Alert, Command, Deploy, GlobalState, Metrics, Resync,
+                                Tick, TrafficChanged)
 from daemon.core.rollout import EVENT_KINDS, TRANSITIONS, ServiceState, Status, IllegalTransition
 from daemon.core.step import step, table_kind
 from policies import load_default_policy
@@ -44,6 +45,10 @@ def _event(kind: str):
         "command:promote": Command(time=at, service="api", action="promote", by=SRE),
         "traffic-changed": TrafficChanged(time=at, service="api", canary_percent=40, principal="human@x"),
         "action-failed": ActionFailed(time=at, service="api", action="set-traffic", error="PERMISSION_DENIED"),
+        "action-applied": ActionApplied(time=at, service="api", action="set-traffic", canary_percent=0),
+        "resync": Resync(time=at, service="api", found=_state(Status.HALTED), observed_canary_percent=5,
+                         origin="restore"),
+        "global-state": GlobalState(time=at, service="api", kill_switch=True, by=SRE),
     }[kind]
 
 

@@ -1,0 +1,208 @@
+"""A controller you can leave alone (issue 11): the stories the review found on the production path.
+
+Each test runs the production `run_live` with the real `run_v2`, Monitoring, Logging and Pub/Sub
+clients, against the Pub/Sub emulator and the gRPC fakes (tests/integration/live_harness.py), on a
+virtual clock. A restart is a new daemon restored from the service's annotations, as production
+restarts: nothing carries over in memory. Each of these failed before every state change went
+through the state machine and onto the service.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from daemon.core.commands import ANNOTATION_PREFIX as P
+from tests.integration.live_harness import LiveDaemon, Publisher, audit_replace_service, wait_until
+from tests.reliability.test_live_rails import (BASELINE, BROKEN, CANARY, HEALTHY, OPERATOR, WAIT_S, World, ctl,
+                                               last_status, start_rollout, wait_minutes, world)  # noqa: F401
+
+NEXT = "checkout-00043-new"
+
+
+def annotations(world: World, service: str = "checkout") -> dict[str, str]:
+    return world.run.annotations_of(service)
+
+
+def restarted(world: World, **overrides: Any) -> LiveDaemon:
+    """A new daemon process's worth of state: a fresh engine, restored from the annotations."""
+    return LiveDaemon(world.settings(**overrides), world.clock)
+
+
+# --- 1. pause, hold, halt and the kill switch survive a restart -----------------------------------
+
+def test_a_pause_survives_a_restart(world: World) -> None:
+    feeder = start_rollout(world)
+    try:
+        with LiveDaemon(world.settings(), world.clock):
+            wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
+            ctl(world, "pause", OPERATOR, "INC-1")
+            wait_until(lambda: annotations(world).get(f"{P}paused") == "true", WAIT_S, "the pause on the service")
+        assert annotations(world)[f"{P}status"] == "held"
+        with restarted(world):
+            wait_minutes(world, 5)  # two phases' worth: it would have promoted twice
+            assert world.splits() == [5], "a paused rollout was promoted after a restart"
+            ctl(world, "resume", OPERATOR, "fixed")
+            wait_until(lambda: annotations(world).get(f"{P}status") == "completed", WAIT_S, "completion")
+    finally:
+        feeder.stop()
+    assert world.splits() == [5, 25, 50, 100]
+
+
+def test_the_kill_switch_survives_a_restart(world: World) -> None:
+    feeder = start_rollout(world)
+    try:
+        with LiveDaemon(world.settings(), world.clock):
+            wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
+            ctl(world, "kill-switch-on", OPERATOR, "incident")
+            wait_until(lambda: annotations(world).get(f"{P}kill-switch") == "on", WAIT_S, "the switch recorded")
+        with restarted(world) as live:
+            wait_minutes(world, 5)
+            assert world.splits() == [5], "the kill switch was forgotten on restart"
+            assert any("kill switch on, not acted" in d["reason"] for d in live.decisions())
+    finally:
+        feeder.stop()
+
+
+def test_a_second_replica_obeys_a_pause_sent_to_the_first(world: World) -> None:
+    """One subscription, two replicas: the command reaches one of them. The other must adopt the
+    paused record instead of promoting over it (before, resync even copied its promotion back)."""
+    feeder = start_rollout(world)
+    try:
+        with LiveDaemon(world.settings(), world.clock), \
+                LiveDaemon(world.settings(journal=str(world.tmp / "journal-2.jsonl"), http_port=0), world.clock):
+            wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
+            ctl(world, "pause", OPERATOR, "INC-2")
+            wait_until(lambda: annotations(world).get(f"{P}paused") == "true", WAIT_S, "the pause on the service")
+            wait_minutes(world, 5)
+            assert world.splits() == [5], "the other replica promoted a paused rollout"
+            assert annotations(world).get(f"{P}paused") == "true", "the pause was overwritten"
+    finally:
+        feeder.stop()
+
+
+# --- 2. a rollback is a goal --------------------------------------------------------------------
+
+def test_a_rollback_is_retried_until_cloud_run_takes_it(world: World) -> None:
+    """UpdateService unavailable past the controller's 60 s retry budget: the rollout stays
+    rolling-back and retries with backoff; it never halts with the bad canary serving."""
+    feeder = start_rollout(world, BROKEN)
+    try:
+        with LiveDaemon(world.settings(), world.clock) as live:
+            wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
+            world.run.faults.inject("UpdateService", "UNAVAILABLE", times=-1)
+            wait_until(lambda: last_status(live) == "rolling-back", WAIT_S, "the rollback decision")
+            wait_until(lambda: any(r.get("record_type") == "action" and r.get("outcome") == "failed"
+                                   for r in live.records()), WAIT_S, "a failed attempt")
+            wait_minutes(world, 3)
+            assert world.run.traffic_of("checkout")[CANARY] == 5
+            assert annotations(world)[f"{P}status"] == "phase"  # nothing could be written
+            world.run.faults.clear()
+            wait_until(lambda: world.run.traffic_of("checkout").get(CANARY) == 0, WAIT_S, "the rollback to land")
+            wait_until(lambda: annotations(world).get(f"{P}status") == "rolled-back", WAIT_S, "the record")
+    finally:
+        feeder.stop()
+    assert not [d for d in live.decisions() if d["action"] == "halt"], "a failed rollback was abandoned"
+    notes = world.topics.pull_notifications(2)
+    assert any("not done yet" in json.dumps(n) for n in notes), "nobody was told the rollback was failing"
+
+
+def test_rollbacks_are_never_rate_limited(world: World, tmp_path: Any) -> None:
+    """A policy allowing one traffic change per hour: the first step uses it; the rollback must
+    still happen."""
+    from pathlib import Path
+
+    from tests.integration.live_harness import SHORT_POLICY
+
+    policy = tmp_path / "one-change.yaml"
+    policy.write_text(Path(SHORT_POLICY).read_text(encoding="utf-8").replace(
+        "max_actions_per_service_per_hour: 30", "max_actions_per_service_per_hour: 1"), encoding="utf-8")
+    feeder = start_rollout(world, BROKEN)
+    try:
+        with LiveDaemon(world.settings(policy=str(policy)), world.clock):
+            wait_until(lambda: world.run.traffic_of("checkout").get(CANARY) == 0 and world.splits() == [5, 0],
+                       WAIT_S, "the rollback despite the rate limit")
+    finally:
+        feeder.stop()
+
+
+# --- 3. a redeploy mid-rollout -------------------------------------------------------------------
+
+def test_a_redeploy_at_25_percent_takes_over_the_old_canarys_share(world: World) -> None:
+    feeder = start_rollout(world)
+    try:
+        with LiveDaemon(world.settings(), world.clock) as live:
+            wait_until(lambda: world.splits() == [5, 25], WAIT_S, "phase 2")
+            world.fakes.deploy_canary("checkout", NEXT)
+            feeder.add("checkout", {BASELINE: HEALTHY, CANARY: HEALTHY, NEXT: HEALTHY})
+            Publisher(world.topics.events).publish_deploy(audit_replace_service("checkout", NEXT, BASELINE,
+                                                                                world.clock.now()))
+            wait_until(lambda: world.run.traffic_of("checkout").get(NEXT) == 5, WAIT_S, "the new canary's first step")
+            assert world.run.traffic_of("checkout").get(CANARY, 0) == 0, "the old canary kept its share"
+            assert world.run.tags_of("checkout").get("canary") == NEXT
+            wait_until(lambda: annotations(world).get(f"{P}status") == "completed"
+                       and annotations(world).get(f"{P}canary") == NEXT, WAIT_S, "the new rollout to complete")
+    finally:
+        feeder.stop()
+    assert not [d for d in live.decisions() if d["action"] == "halt"]
+    assert world.run.traffic_of("checkout") == {BASELINE: 0, CANARY: 0, NEXT: 100} or \
+        {r: p for r, p in world.run.traffic_of("checkout").items() if p} == {NEXT: 100}
+
+
+# --- 6. an incident already open when the canary starts ------------------------------------------
+
+def test_an_incident_open_before_the_deploy_blocks_promotion(world: World) -> None:
+    publisher = Publisher(world.topics.events)
+    feeder = None
+    try:
+        with LiveDaemon(world.settings(), world.clock) as live:
+            publisher.publish_json({"type": "alert", "time": world.clock.now().isoformat(), "service": "checkout",
+                                    "incident_id": "inc-7", "state": "open", "policy_name": "checkout 5xx"},
+                                   key="checkout")
+            wait_until(lambda: annotations(world).get(f"{P}open-alerts") == "inc-7", WAIT_S, "the incident recorded")
+            feeder = start_rollout(world)
+            wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
+            wait_minutes(world, 5)
+            assert world.splits() == [5], "promoted during an incident that predates the canary"
+            assert last_status(live) == "held"
+            publisher.publish_json({"type": "alert", "time": world.clock.now().isoformat(), "service": "checkout",
+                                    "incident_id": "inc-7", "state": "closed"}, key="checkout")
+            wait_until(lambda: annotations(world).get(f"{P}status") == "completed", WAIT_S, "completion after")
+    finally:
+        if feeder is not None:
+            feeder.stop()
+
+
+# --- 7. a deploy is not lost when Cloud Run cannot be read ---------------------------------------
+
+def test_a_deploy_survives_cloud_run_being_unreadable(world: World) -> None:
+    # More failures than one read's retry budget (6 attempts): the message is nacked, redelivered,
+    # and resolved once Cloud Run answers again.
+    world.run.faults.inject("GetService", "UNAVAILABLE", times=14)
+    feeder = start_rollout(world)
+    try:
+        with LiveDaemon(world.settings(), world.clock) as live:
+            wait_until(lambda: world.splits()[:1] == [5], WAIT_S, "the rollout to start")
+    finally:
+        feeder.stop()
+    assert not any(r.get("type") == "rejected" and "cannot read service" in r.get("reason", "")
+                   for r in live.records())
+
+
+# --- 4. one service's corrupt record never stops the others ---------------------------------------
+
+@pytest.mark.parametrize("started", ["0001-01-01T00:30:00+01:00", "1900-01-01T00:00:00Z", "2099-01-01T00:00:00Z"])
+def test_a_corrupt_record_holds_one_service_and_the_others_go_on(world: World, started: str) -> None:
+    world.fakes.add_active_rollout("broken", baseline="broken-00001-aaa", canary="broken-00002-bbb",
+                                   started=world.clock.now())
+    world.run.set_annotations("broken", {f"{P}rollout-started": started, f"{P}phase-started": started})
+    feeder = start_rollout(world)
+    try:
+        with LiveDaemon(world.settings(), world.clock):
+            wait_until(lambda: annotations(world).get(f"{P}status") == "completed", WAIT_S, "checkout to complete")
+    finally:
+        feeder.stop()
+    assert world.run.traffic_of("broken") == {"broken-00001-aaa": 95, "broken-00002-bbb": 5}, "touched"
+    notes = world.topics.pull_notifications(1)
+    assert any("broken" in json.dumps(n) and "a human must look" in json.dumps(n) for n in notes)
