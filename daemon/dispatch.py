@@ -51,9 +51,15 @@ class Dispatcher:
                     continue
                 event = resolved
             service = getattr(event, "service", None)
+            if service and not isinstance(event, (Deploy, Metrics)) and service not in self.engine.states:
+                # Another replica may run this service's rollout: read its record before deciding
+                # that there is none (a command must not be lost to the replica that got it).
+                self._read_back(service)
             if isinstance(event, Alert) and service and service not in self.engine.states \
                     and self._managed_alert(event):
-                pass  # an incident on a managed service before any rollout: it blocks the next canary
+                # An incident on a managed service before any rollout: it blocks the next canary.
+                event = replace(event, project=event.project or self.default_project,
+                                location=self.default_location)
             elif service and not isinstance(event, Deploy) and service not in self.engine.states \
                     and not (isinstance(event, Command) and event.action.startswith("kill-switch")):
                 # Only a deploy of a managed service creates state: everything else about a
@@ -62,6 +68,18 @@ class Dispatcher:
                                    received_at=now)
                 continue
             self.engine.submit(event, received_at=now)
+
+    def _read_back(self, service: str) -> None:
+        if not (self.default_project and self.default_location):
+            return
+        try:
+            view = self.traffic.get_service(self.default_project, self.default_location, service)
+        except TransientError:
+            raise  # nacked: redelivered once Cloud Run answers
+        except ActionError:
+            return
+        if self.managed(self.default_project, self.default_location, service):
+            self.engine.read_back([view], "resync")
 
     def _managed_alert(self, event: Alert) -> bool:
         project = event.project or self.default_project

@@ -32,6 +32,10 @@ from daemon.telemetry import NullTelemetry
 from policies.model import Policy
 
 
+# How many times one event is decided again after finding another writer's record on the service.
+MAX_REDECIDE = 3
+
+
 class Journal(Protocol):
     def write(self, record: dict[str, Any], *, durable: bool = False) -> None: ...
 
@@ -116,6 +120,7 @@ class Engine:
         # Services whose state could not be read or evaluated: held (no action, no evaluation) and a
         # human told, once. Rebuilt on restart from the same source, so not lost.
         self.quarantined: dict[str, str] = {}
+        self._redecide: dict[int, int] = {}  # id(event) -> times decided again after a record conflict
         # Open incidents that block every promotion (policy `alerts.blocking`): id -> name.
         self.blocking: dict[str, str] = {}
         self.labels: dict[str, dict[str, str]] = {}
@@ -183,8 +188,12 @@ class Engine:
                     continue
                 pending: deque[Event] = deque([Tick(time=now)])
                 try:
+                    first = True
                     while pending:
-                        self._handle(pending.popleft(), out, pending, service=name, journal_input=False)
+                        # The tick itself is journaled once above; what follows from it (results of
+                        # actions) is journaled like any input, so recovery replays it.
+                        self._handle(pending.popleft(), out, pending, service=name, journal_input=not first)
+                        first = False
                 except Exception as error:  # noqa: BLE001 - one service's bad state never stops the others
                     self.quarantine(name, f"evaluation failed: {type(error).__name__}: {error}")
             self.last_evaluation_at = now
@@ -212,8 +221,9 @@ class Engine:
             self.labels[name] = dict(event.labels)
         # A service seen for the first time carries the daemon-wide switches from now on; the
         # service itself is believed to carry no record yet (confirmed empty).
-        state = self.states.get(name) or ServiceState(service=name, kill_switch=not self.actions_enabled,
-                                                      blocking_incidents=frozenset(self.blocking), confirmed=())
+        state = self.states.get(name) or ServiceState(
+            service=name, project=getattr(event, "project", "") or "", location=getattr(event, "location", "") or "",
+            kill_switch=not self.actions_enabled, blocking_incidents=frozenset(self.blocking), confirmed=())
         policy = self.policy_for(name)
         now = self.clock.now() if self.clock is not None else getattr(event, "time", None)
         if self.last_tick is not None and (now is None or now < self.last_tick):
@@ -269,7 +279,19 @@ class Engine:
         # The new state is committed only after its decisions are journaled and its actions carried
         # out: if anything raises in between, the event is not acknowledged, and its redelivery is
         # decided again from the old state instead of being dropped as a duplicate.
+        waiting = len(pending)
         self._carry_out(result.commands, decisions, pending)
+        conflict = next((e for e in list(pending)[waiting:] if isinstance(e, Resync) and e.origin == "conflict"), None)
+        if conflict is not None and not isinstance(event, Resync):
+            # Another writer changed the service's record since we read it: our decision was made on
+            # an old state. Nothing of it is kept; the record is adopted, then the same event is
+            # decided again on it (a bounded number of times).
+            tries = self._redecide.get(id(event), 0)
+            if tries < MAX_REDECIDE:
+                self._redecide[id(event)] = tries + 1
+                pending.insert(pending.index(conflict) + 1, event)
+                return
+        self._redecide.pop(id(event), None)
         self._commit(name, result.state)
 
     def _commit(self, name: str, state: ServiceState) -> None:

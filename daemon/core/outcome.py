@@ -108,7 +108,10 @@ class Builder:
         `before` is the state the step started from: what the service is believed to carry."""
         commands = list(self.commands)
         if before is not None:
-            believed = dict(before.confirmed) if before.confirmed is not None else durable_part(record_of(before))
+            # What the service carries: as last confirmed (an applied write or a read-back in this very
+            # step counts), else the state the step started from.
+            known = state.confirmed if state.confirmed is not None else before.confirmed
+            believed = dict(known) if known is not None else durable_part(record_of(before))
             wanted = record_of(state)
             has_traffic = any(isinstance(c, SetTraffic) for c in commands)
             commands = [replace(c, annotations=wanted, expected_annotations=believed)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from daemon.core.commands import ANNOTATION_PREFIX as P
-from tests.integration.live_harness import LiveDaemon, Publisher, audit_replace_service, wait_until
+from tests.integration.live_harness import LiveDaemon, Publisher, audit_replace_service, live_settings, wait_until
 from tests.reliability.test_live_rails import (BASELINE, BROKEN, CANARY, HEALTHY, OPERATOR, WAIT_S, World, ctl,
                                                last_status, start_rollout, wait_minutes, world)  # noqa: F401
 
@@ -71,7 +71,7 @@ def test_a_second_replica_obeys_a_pause_sent_to_the_first(world: World) -> None:
     feeder = start_rollout(world)
     try:
         with LiveDaemon(world.settings(), world.clock), \
-                LiveDaemon(world.settings(journal=str(world.tmp / "journal-2.jsonl"), http_port=0), world.clock):
+                LiveDaemon(live_settings(world.fakes, world.topics, world.tmp / "journal-2.jsonl"), world.clock):
             wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
             ctl(world, "pause", OPERATOR, "INC-2")
             wait_until(lambda: annotations(world).get(f"{P}paused") == "true", WAIT_S, "the pause on the service")
