@@ -206,7 +206,8 @@ def restore(engine: Any, traffic: Any, decision_log: Any) -> int:
     for view in views:
         policy = engine.policy_for(view.name)
         try:
-            state = service_state_from_annotations(view.name, view.project, view.location, view.annotations, policy)
+            state = service_state_from_annotations(view.name, view.project, view.location, view.annotations, policy,
+                                                   now=engine.clock.now())
         except AnnotationError as error:
             decision_log.error(str(error), service=view.name)
             continue
@@ -240,7 +241,7 @@ def resync(engine: Any, traffic: Any, decision_log: Any) -> list[Any]:
     for view in views:
         try:
             found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
-                                                   engine.policy_for(view.name))
+                                                   engine.policy_for(view.name), now=engine.clock.now())
         except AnnotationError:
             continue
         if found is None or found.rollout is None:

@@ -4,13 +4,20 @@ The annotations are written in the same etag-guarded update as every traffic cha
 `outcome.annotations_for`), so they always describe the traffic the service really has. A restarted
 daemon, or a second replica, calls `rollout_from_annotations` and then backfills the evidence from
 Cloud Monitoring since the rollout started: the phase timers continue where they were.
+
+The annotations are input from outside (anyone who can update the service can write them), so
+they are checked against the sane ranges of `daemon.core.sanity` before anything is built from
+them: times within the policy's `limits` of `now`, a phase the policy has. Corrupt annotations
+raise `AnnotationError` with the reason; the caller holds that one service and tells a human.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from typing import Mapping
 
-from daemon.clock import parse_rfc3339
 from daemon.core import evaluation as ev
+from daemon.core import sanity
 from daemon.core.commands import ANNOTATION_PREFIX
 from daemon.core.rollout import Rollout, ServiceState, Status
 from policies.model import Policy
@@ -21,31 +28,38 @@ class AnnotationError(ValueError):
 
 
 def rollout_from_annotations(service: str, project: str, location: str, annotations: Mapping[str, str],
-                             policy: Policy) -> Rollout | None:
-    """None when the service carries no rollbackd state. Raises AnnotationError when it is corrupt."""
+                             policy: Policy, *, now: datetime) -> Rollout | None:
+    """None when the service carries no rollbackd state. Raises AnnotationError when it is corrupt.
+    `now` is the present, for the time ranges (the core reads no clock)."""
     p = ANNOTATION_PREFIX
     if f"{p}status" not in annotations:
         return None
     try:
         status = Status(annotations[f"{p}status"])
         phase_index = int(annotations.get(f"{p}phase", "0")) - 1
-        started = parse_rfc3339(annotations[f"{p}rollout-started"])
-        phase_started = parse_rfc3339(annotations[f"{p}phase-started"])
+        started = _time(annotations, "rollout-started")
+        phase_started = _time(annotations, "phase-started")
         canary = annotations[f"{p}canary"]
         baseline = annotations[f"{p}baseline"]
         percent = int(annotations[f"{p}canary-percent"])
     except (KeyError, ValueError) as error:
         raise AnnotationError(f"{service}: unreadable rollbackd annotations ({error})") from None
-    if not -1 <= phase_index < len(policy.phases):
-        raise AnnotationError(f"{service}: phase {phase_index + 1} does not exist in the current policy")
+    problem = _range_problem(status, phase_index, started, phase_started, policy, now)
+    if problem is not None:
+        raise AnnotationError(f"{service}: corrupt rollbackd annotations: {problem}")
     if not 0 <= percent <= 100 or not canary or not baseline:
         raise AnnotationError(f"{service}: inconsistent rollbackd annotations")
+    for key in ("canary", "baseline", "rollout-id"):
+        problem = sanity.name_problem(annotations.get(f"{p}{key}", ""))
+        if problem is not None:
+            raise AnnotationError(f"{service}: corrupt rollbackd annotations: {key}: {problem}")
+    cap = policy.limits.max_text_chars
     try:
         decisions_made = int(annotations.get(f"{p}decisions", "0"))
     except ValueError:
         decisions_made = 0
     evidence = ev.new_evidence(policy)
-    hold_reason = annotations.get(f"{p}hold-reason", "")
+    hold_reason = sanity.cap_text(annotations.get(f"{p}hold-reason", ""), cap)
     return Rollout(
         rollout_id=annotations.get(f"{p}rollout-id") or f"{service}/{canary}",
         service=service, project=project, location=location, canary=canary, baseline=baseline,
@@ -54,14 +68,42 @@ def rollout_from_annotations(service: str, project: str, location: str, annotati
         # Evidence is re-derived: the caller backfills metrics from the rollout's start.
         evaluated_through=started.replace(second=0, microsecond=0), evidence=evidence,
         hold_reason=hold_reason, paused=hold_reason == "paused",
-        last_decision=annotations.get(f"{p}last-decision", ""), decisions_made=decisions_made,
+        last_decision=sanity.cap_text(annotations.get(f"{p}last-decision", ""), cap),
+        decisions_made=decisions_made,
         quiet_until=phase_started if phase_index >= 0 else None,
     )
 
 
+def _time(annotations: Mapping[str, str], key: str) -> datetime:
+    try:
+        return sanity.parse_rfc3339(annotations[f"{ANNOTATION_PREFIX}{key}"])
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from None
+
+
+def _range_problem(status: Status, phase_index: int, started: datetime, phase_started: datetime,
+                   policy: Policy, now: datetime) -> str | None:
+    """Why these values cannot be a real rollout under `policy` at `now`, or None. Only a rollout
+    still running has an age limit: a finished one stays on the service for as long as it runs."""
+    ranges = sanity.ranges_from(policy.limits)
+    if not status.active:
+        ranges = replace(ranges, max_age_s=None)
+    problem = sanity.phase_problem(phase_index, len(policy.phases), gathers_evidence=status.active)
+    if problem is not None:
+        return f"phase: {problem}"
+    for key, when in (("rollout-started", started), ("phase-started", phase_started)):
+        problem = sanity.time_problem(when, now, ranges)
+        if problem is not None:
+            return f"{key}: {problem}"
+    if phase_started < started:
+        return f"phase-started {phase_started.isoformat()} is before rollout-started {started.isoformat()}"
+    return None
+
+
 def service_state_from_annotations(service: str, project: str, location: str,
-                                   annotations: Mapping[str, str], policy: Policy) -> ServiceState | None:
-    rollout = rollout_from_annotations(service, project, location, annotations, policy)
+                                   annotations: Mapping[str, str], policy: Policy, *,
+                                   now: datetime) -> ServiceState | None:
+    rollout = rollout_from_annotations(service, project, location, annotations, policy, now=now)
     if rollout is None:
         return None
     stable = rollout.canary if rollout.status is Status.COMPLETED else rollout.baseline
