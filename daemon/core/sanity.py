@@ -32,7 +32,7 @@ from typing import Protocol
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
 MAX_NAME_CHARS = 512  # Cloud Run names are at most 63 characters; an email at most 254
-TRUNCATION_MARKER = "…[cut at intake: {n} more characters]"
+TRUNCATION_MARKER = "…[{n} more characters cut]"
 
 DEFAULT_MAX_FUTURE_S = 600.0  # 10m
 DEFAULT_MAX_AGE_S = 14 * 86400.0  # 14d
