@@ -479,9 +479,9 @@ class Policy(PolicyBody):
         longest = max(sum((p.duration or 0.0) + p.max_extension for p in phases)
                       for phases in schedules if phases is not None)
         if longest >= self.limits.max_rollout_age:
-            raise policy_error("rollout_age", f"{format_duration(self.limits.max_rollout_age)} is not longer than "
-                               f"the phases with their extensions can take ({format_duration(longest)}): a "
-                               "restarted daemon would refuse its own rollouts", ("limits", "max_rollout_age"))
+            raise policy_error("rollout_age", f"{format_duration(self.limits.max_rollout_age)} is not longer "
+                               f"than the phases with their extensions can take ({format_duration(longest)}): "
+                               "a restarted daemon would refuse its own rollouts", ("limits", "max_rollout_age"))
         return self
 
     @model_validator(mode="after")

@@ -97,7 +97,8 @@ def parse_message(data: bytes | str, attributes: Mapping[str, str] | None, *, no
             hint = "incident"
             events = parse_incident(msg, attrs, window=window)
         else:
-            return Rejected('unrecognised message: no "type", "protoPayload" or "incident"', where, _raw(text))
+            return Rejected('unrecognised message: no "type", "protoPayload" or "incident"', where,
+                            _raw(text))
         return [bounded(event, ranges) for event in events]
     except Bad as bad:
         return Rejected(bad.reason, where, _raw(text), hint)

@@ -20,7 +20,8 @@ from daemon.core import sanity
 from daemon.core.events import Event
 from daemon.core.intake_fields import Bad
 
-NAME_FIELDS = frozenset({"service", "revision", "baseline", "project", "location", "incident_id", "action", "by"})
+NAME_FIELDS = frozenset({"service", "revision", "baseline", "project", "location", "incident_id", "action",
+                         "by"})
 TEXT_FIELDS = frozenset({"principal", "detail", "reason", "summary", "policy_name", "error"})
 MAX_LABELS = 256  # Cloud Run allows 64 labels per service
 
