@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from daemon.core import sanity
-
 from daemon.core.events import (
     COMMAND_ACTIONS, ActionFailed, Alert, Command, Deploy, Event, Metrics, Tick, TrafficChanged,
 )
