@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from actions.base import ActionError, TransientError
 from daemon.core.events import Alert, Command, Deploy, Ignored, Metrics, Rejected
+from daemon.core import sanity
 from daemon.core.intake import parse_message
 
 log = logging.getLogger("rollbackd.dispatch")
@@ -36,7 +37,10 @@ class Dispatcher:
                publish_time: datetime | None = None, delivery_attempt: int | None = None) -> None:
         now = self.clock.now()
         where = f"message {message_id}" if message_id else ""
-        parsed = parse_message(data, attributes, now=now, own_principals=self.own_principals, where=where)
+        # The current policy's sane ranges (event times, intervals, free-text length) apply at intake.
+        ranges = sanity.ranges_from(self.engine.policy_for("").limits)
+        parsed = parse_message(data, attributes, now=now, own_principals=self.own_principals, where=where,
+                               ranges=ranges)
         if isinstance(parsed, (Rejected, Ignored)):
             self.engine.reject(parsed, received_at=now)
             return

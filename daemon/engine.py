@@ -399,7 +399,7 @@ class Engine:
         try:
             view = self.traffic.get_service(command.project, command.location, command.service)
             found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
-                                                   self.policy_for(command.service))
+                                                   self.policy_for(command.service), now=at)
         except (ActionError, AnnotationError) as error:
             return ActionFailed(time=at, service=command.service, action=command.kind,
                                 decision_id=command.decision_id, error=f"{why}; re-read failed: {error}")
@@ -525,7 +525,7 @@ class Engine:
                 self.labels[name] = dict(view.labels)
                 try:
                     found = service_state_from_annotations(name, view.project, view.location, view.annotations,
-                                                           self.policy_for(name))
+                                                           self.policy_for(name), now=self.clock.now())
                 except AnnotationError as error:
                     self.quarantine(name, str(error))
                     continue

@@ -35,6 +35,10 @@ _LABELS: dict[tuple[str, ...], str] = {
     ("rate_limits", "max_actions_per_service_per_hour"): "actions per service per hour",
     ("rate_limits", "max_actions_per_project_per_hour"): "actions per project per hour",
     ("freeze", "timezone"): "freeze time zone",
+    ("limits", "max_future_skew"): "input limit: clock skew into the future",
+    ("limits", "max_rollout_age"): "input limit: rollout age",
+    ("limits", "max_metrics_interval"): "input limit: metrics interval",
+    ("limits", "max_text_chars"): "input limit: free-text characters",
 }
 _FIELD_WORDS = {
     "normal": "normal threshold", "warning": "warning threshold", "critical": "critical threshold",
@@ -60,7 +64,7 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     lines += _freeze(a["freeze"], b["freeze"])
     lines += _list_change("authorized principal", a["commands"]["authorized_principals"],
                           b["commands"]["authorized_principals"])
-    for key in ("rollback", "rate_limits"):
+    for key in ("rollback", "rate_limits", "limits"):
         lines += _fields((key,), a[key], b[key], new)
     lines += _list_change("managed selector", [_selector(m) for m in a["managed"]],
                           [_selector(m) for m in b["managed"]])

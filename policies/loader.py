@@ -24,7 +24,7 @@ from policies.yamldoc import Document, Path, Position, YamlSyntaxError, parse
 
 # Errors the Policy model raises that the loader reports itself, more completely and precisely.
 _LOADER_CHECKED = frozenset({"ambiguous_overrides", "override_invalid"})
-_NOT_IN_FRAGMENT = ("name", "version", "managed", "overrides")
+_NOT_IN_FRAGMENT = ("name", "version", "managed", "limits", "overrides")
 
 
 @dataclass(frozen=True, order=True)

@@ -8,14 +8,14 @@ reads only these models; `policies.loader` builds them from YAML with line numbe
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from policies.units import Duration, Milliseconds, Percent, format_ms, format_percent
+from policies.units import Duration, Milliseconds, Percent, format_duration, format_ms, format_percent
 
 Action = Literal["pass", "hold", "rollback"]
 FailureAction = Literal["hold", "rollback", "halt"]
@@ -279,6 +279,9 @@ class FreezeWindow(_Model):
         return minute >= start or minute < end  # wraps over the week end
 
 
+_GREGORIAN_CYCLE_DAYS = 146_097  # 400 years, a whole number of weeks
+
+
 class Freeze(_Model):
     """Promotion freeze windows. A freeze holds a rollout; it never blocks a rollback."""
 
@@ -296,7 +299,15 @@ class Freeze(_Model):
         return value
 
     def active_window(self, when: datetime) -> FreezeWindow | None:
-        local = when.astimezone(ZoneInfo(self.timezone))
+        try:
+            local = when.astimezone(ZoneInfo(self.timezone))
+        except OverflowError:
+            # Within a day of datetime's limits (year 1 or 9999: a corrupt time the intake should
+            # have refused). Every 400 Gregorian years repeat the calendar and the weekdays, and
+            # zoneinfo uses the zone's earliest (or latest) offset for both, so the weekly window
+            # is the same 400 years inward.
+            shift = timedelta(days=_GREGORIAN_CYCLE_DAYS)
+            local = (when + shift if when.year < 5000 else when - shift).astimezone(ZoneInfo(self.timezone))
         for window in self.windows:
             if window.contains(local):
                 return window
@@ -317,6 +328,45 @@ class RollbackOptions(_Model):
 class RateLimits(_Model):
     max_actions_per_service_per_hour: int = Field(12, ge=1)
     max_actions_per_project_per_hour: int = Field(200, ge=1)
+
+
+class Limits(_Model):
+    """Sane ranges for input from outside: event times, interval lengths and text sizes in Pub/Sub
+    messages, and the rollout state saved in a service's annotations. Input outside them is
+    refused as corrupt, with a reason (a corrupt service is held and a human told), so one bad
+    message or one service's bad annotations cannot stop the daemon. `daemon.core.sanity` applies
+    them. Top level only: input is checked before it is known which service it is about."""
+
+    max_future_skew: Duration = Field(600.0, description="How far after rollbackd's clock an event "
+                                      "or a saved rollout time may be (clock skew), e.g. '10m'.")
+    max_rollout_age: Duration = Field(14 * 86400.0, description="How long ago a rollout that is still "
+                                      "running may have started, e.g. '14d'; events older than this "
+                                      "are refused too, as no running rollout can be that old.")
+    max_metrics_interval: Duration = Field(3600.0, description="The longest interval one metrics "
+                                           "event may cover, e.g. '1h'.")
+    max_text_chars: int = Field(2000, ge=200, le=100_000, description="Free text (command reasons, "
+                                "principals, details) is cut to this many characters, with a marker.")
+
+    @field_validator("max_future_skew")
+    @classmethod
+    def _skew_range(cls, value: float) -> float:
+        if not 0.0 <= value <= 86400.0:
+            raise ValueError("max_future_skew must be between 0s and 1d")
+        return value
+
+    @field_validator("max_rollout_age")
+    @classmethod
+    def _age_range(cls, value: float) -> float:
+        if not 3600.0 <= value <= 366 * 86400.0:
+            raise ValueError("max_rollout_age must be between 1h and 366d")
+        return value
+
+    @field_validator("max_metrics_interval")
+    @classmethod
+    def _interval_range(cls, value: float) -> float:
+        if not 1.0 <= value <= 86400.0 or not float(value).is_integer():
+            raise ValueError("max_metrics_interval must be whole seconds between 1s and 1d")
+        return value
 
 
 class OverrideMatch(_Model):
@@ -440,7 +490,19 @@ class Policy(PolicyBody):
     name: str = "policy"
     managed: tuple[ManagedSelector, ...] = Field((), description="Services managed without the managed "
                                                  "label (any selector matching is enough).")
+    limits: Limits = Limits()
     overrides: tuple[Override, ...] = ()
+
+    @model_validator(mode="after")
+    def _rollouts_fit_the_age_limit(self) -> "Policy":
+        schedules = [self.phases] + [_phases_or_none(o.policy.get("phases")) for o in self.overrides]
+        longest = max(sum((p.duration or 0.0) + p.max_extension for p in phases)
+                      for phases in schedules if phases is not None)
+        if longest >= self.limits.max_rollout_age:
+            raise policy_error("rollout_age", f"{format_duration(self.limits.max_rollout_age)} is not longer "
+                               f"than the phases with their extensions can take ({format_duration(longest)}): "
+                               "a restarted daemon would refuse its own rollouts", ("limits", "max_rollout_age"))
+        return self
 
     @model_validator(mode="after")
     def _overrides_valid(self) -> "Policy":
@@ -452,7 +514,7 @@ class Policy(PolicyBody):
                     raise policy_error("ambiguous_overrides", ambiguity_message(i, j),
                                        ("overrides", j, "match"))
         if self.overrides:
-            base = self.model_dump(mode="json", exclude={"overrides", "managed", "name", "version"})
+            base = self.model_dump(mode="json", exclude={"overrides", "managed", "limits", "name", "version"})
             for i, override in enumerate(self.overrides):
                 try:
                     PolicyBody.model_validate(_deep_merge(base, override.policy))
@@ -474,6 +536,16 @@ class Policy(PolicyBody):
         base = self.model_dump(mode="json", exclude={"overrides"})
         merged = _deep_merge(base, matching[0].policy)
         return Policy.model_validate(merged)
+
+
+def _phases_or_none(raw: Any) -> tuple[Phase, ...] | None:
+    """An override's phases, or None when it has none (or invalid ones: reported elsewhere)."""
+    if not isinstance(raw, list):
+        return None
+    try:
+        return tuple(Phase.model_validate(item) for item in raw)
+    except ValidationError:
+        return None
 
 
 def ambiguity_message(first: int, second: int) -> str:

@@ -1,12 +1,14 @@
 """Event intake: one Pub/Sub message (or one recording line) in, typed events out, never an
 exception. Called by the Pub/Sub subscriber adapter, the replay reader and the journal loader.
 
-`parse_message(data, attributes, now=..., own_principals=..., where=...)` returns
+`parse_message(data, attributes, now=..., own_principals=..., where=..., ranges=...)` returns
 - a list of events (usually one);
 - `Rejected(reason, where)` for bad input: not UTF-8 or not JSON, not an object, an unknown type,
   a missing or mistyped field, a negative or non-integer count, 5xx above the total, NaN or
-  infinity, a utilisation outside [0, 1.5], a time that is not RFC 3339 or more than 10 minutes
-  after `now`, a malformed distribution, an empty name, an unknown command action;
+  infinity, a utilisation outside [0, 1.5], a time that is not RFC 3339 or outside the sane range
+  (`daemon.core.sanity`: not before 2000 nor after 2200, at most `max_future_s` after `now`, and,
+  when `ranges` sets an age limit, at most `max_age_s` before it), an `interval_s` over the
+  limit, a malformed distribution, an empty or overlong name, an unknown command action;
 - `Ignored(reason, where)` for valid input rollbackd deliberately does not act on: its own
   audit entries, failed operations, the second entry of a long-running operation, audit entries
   for other methods, Monitoring's test notifications.
@@ -16,6 +18,9 @@ Audit Log entry (`intake_audit`, with its heuristics documented there), `"incide
 `"version"` → Monitoring incident (`intake_incident`). The Pub/Sub attribute
 `logging.googleapis.com/timestamp` is only a fallback when the message itself has no time.
 
+Free text is cut to `ranges.max_text_chars` with a marker (`intake_limits`). The live daemon passes
+`ranges=sanity.ranges_from(policy.limits)`; replay passes none (no age limit: recordings are old).
+
 Pure: `now` is a parameter (the future-time check), nothing reads a clock, nothing imports google.
 """
 from __future__ import annotations
@@ -24,10 +29,12 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from daemon.core import sanity
 from daemon.core.events import Event, Ignored, Rejected
 from daemon.core.intake_audit import parse_audit
-from daemon.core.intake_fields import Bad, Skip, parse_time, short, type_name
+from daemon.core.intake_fields import Bad, Skip, Window, parse_time, short, type_name
 from daemon.core.intake_incident import parse_incident
+from daemon.core.intake_limits import bounded
 from daemon.core.intake_native import INTERNAL_TYPES, PUBLIC_TYPES
 
 RAW_KEPT = 512  # characters of the offending input kept on a Rejected, for the journal
@@ -38,9 +45,10 @@ ParseResult = list[Event] | Rejected | Ignored
 
 def parse_message(data: bytes | str, attributes: Mapping[str, str] | None, *, now: datetime,
                   own_principals: frozenset[str] = frozenset(), where: str = "",
-                  allow_internal: bool = False) -> ParseResult:
+                  allow_internal: bool = False, ranges: sanity.Ranges = sanity.INTAKE_DEFAULT) -> ParseResult:
     """Parse one message. `allow_internal` also accepts the engine's own `tick` and
-    `action-failed` events, for reading rollbackd's journal back; never set it for Pub/Sub."""
+    `action-failed` events, for reading rollbackd's journal back; never set it for Pub/Sub.
+    `ranges`: the sane ranges (`sanity.ranges_from(policy.limits)`); the default has no age limit."""
     hint = ""
     text = ""
     try:
@@ -72,6 +80,7 @@ def parse_message(data: bytes | str, attributes: Mapping[str, str] | None, *, no
             return Rejected(f"expected a JSON object, got {type_name(msg)}", where, _raw(text))
 
         attrs = attributes if hasattr(attributes, "get") else None  # dict, or a protobuf map
+        window = Window(now, ranges)
         if "type" in msg:
             kind = msg["type"]
             if not isinstance(kind, str):
@@ -80,14 +89,17 @@ def parse_message(data: bytes | str, attributes: Mapping[str, str] | None, *, no
             parser = PUBLIC_TYPES.get(kind) or (INTERNAL_TYPES.get(kind) if allow_internal else None)
             if parser is None:
                 return Rejected(f"type: unknown event type {short(kind)}", where, _raw(text))
-            return parser(msg, now, _attr_time(attrs))
-        if "protoPayload" in msg:
+            events = parser(msg, window, _attr_time(attrs))
+        elif "protoPayload" in msg:
             hint = "audit"
-            return parse_audit(msg, attrs, now=now, own_principals=own_principals)
-        if "incident" in msg or "version" in msg:
+            events = parse_audit(msg, attrs, window=window, own_principals=own_principals)
+        elif "incident" in msg or "version" in msg:
             hint = "incident"
-            return parse_incident(msg, attrs, now=now)
-        return Rejected('unrecognised message: no "type", "protoPayload" or "incident"', where, _raw(text))
+            events = parse_incident(msg, attrs, window=window)
+        else:
+            return Rejected('unrecognised message: no "type", "protoPayload" or "incident"', where,
+                            _raw(text))
+        return [bounded(event, ranges) for event in events]
     except Bad as bad:
         return Rejected(bad.reason, where, _raw(text), hint)
     except Skip as skip:
@@ -113,9 +125,10 @@ def _raw(text: str) -> str:
     return text if len(text) <= RAW_KEPT else text[:RAW_KEPT] + "..."
 
 
-def parse_line(line: str, *, now: datetime, where: str = "", allow_internal: bool = False) -> ParseResult:
+def parse_line(line: str, *, now: datetime, where: str = "", allow_internal: bool = False,
+               ranges: sanity.Ranges = sanity.INTAKE_DEFAULT) -> ParseResult:
     """A recording or journal line (no attributes); a thin convenience over `parse_message`."""
-    return parse_message(line, None, now=now, where=where, allow_internal=allow_internal)
+    return parse_message(line, None, now=now, where=where, allow_internal=allow_internal, ranges=ranges)
 
 
 def is_events(result: Any) -> bool:

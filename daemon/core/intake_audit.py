@@ -40,7 +40,7 @@ from typing import Any, Mapping
 
 from daemon.core.events import Deploy, Event, TrafficChanged
 from daemon.core.intake_fields import (
-    Bad, Skip, as_int, not_future, obj_at, parse_time, short, str_at, type_name, wrong,
+    Bad, Skip, Window, as_int, obj_at, parse_time, sane_time, short, str_at, type_name, wrong,
 )
 
 RUN = "run.googleapis.com"
@@ -74,7 +74,7 @@ class _Target:
         return f"{name}={self.percent or 0}%{tag}"
 
 
-def parse_audit(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, *, now: datetime,
+def parse_audit(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, *, window: Window,
                 own_principals: frozenset[str]) -> list[Event]:
     payload = entry["protoPayload"]
     if not isinstance(payload, dict):
@@ -85,7 +85,7 @@ def parse_audit(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, 
     if principal and principal in own_principals:
         raise Skip(f"own update by {principal}")
 
-    when = _entry_time(entry, attributes, now)
+    when = _entry_time(entry, attributes, window)
     request = _object(payload.get("request"), "audit.protoPayload.request")
     service_obj = _object(request.get("service"), "audit.protoPayload.request.service")
     labels = obj_at(entry, "resource", "labels")
@@ -174,17 +174,17 @@ def _string_labels(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)))
 
 
-def _entry_time(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, now: datetime) -> datetime:
+def _entry_time(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, window: Window) -> datetime:
     # The entry's own timestamp is when the request happened; the Pub/Sub attribute and the
     # receive timestamp are later and only stand in when it is missing.
     if entry.get("timestamp") is not None:
-        return not_future(parse_time(entry["timestamp"], "audit.timestamp"), now, "audit.timestamp")
+        return sane_time(parse_time(entry["timestamp"], "audit.timestamp"), window, "audit.timestamp")
     attr = attributes.get("logging.googleapis.com/timestamp") if attributes else None
     if attr is not None:
         path = "attributes.logging.googleapis.com/timestamp"
-        return not_future(parse_time(attr, path), now, path)
+        return sane_time(parse_time(attr, path), window, path)
     if entry.get("receiveTimestamp") is not None:
-        return not_future(parse_time(entry["receiveTimestamp"], "audit.receiveTimestamp"), now,
+        return sane_time(parse_time(entry["receiveTimestamp"], "audit.receiveTimestamp"), window,
                           "audit.receiveTimestamp")
     raise Bad("audit.timestamp: missing (and no logging.googleapis.com/timestamp attribute)")
 

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Mapping
+
+from daemon.core import sanity
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
-MAX_FUTURE = timedelta(minutes=10)
 
-# RFC 3339 date-time: strict ASCII digits, a mandatory offset. (datetime.fromisoformat alone
-# accepts far more ISO 8601 shapes than RFC 3339 allows, e.g. "20261128" or week dates.)
-_RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,12}))?"
-    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))",
-    re.ASCII,
-)
 _INT_TEXT = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 
 
@@ -192,21 +187,10 @@ def parse_time(value: Any, path: str) -> datetime:
     """RFC 3339 with an offset, returned as aware UTC; nanoseconds are cut to microseconds."""
     if not isinstance(value, str):
         raise Bad(f"{path}: expected an RFC 3339 time string, got {type_name(value)}")
-    m = _RFC3339.fullmatch(value)
-    if m is None:
-        raise Bad(f"{path}: {short(value)} is not an RFC 3339 time")
-    year, month, day, hour, minute, second, frac, zulu, sign, off_h, off_m = m.groups()
-    micro = int((frac or "0")[:6].ljust(6, "0"))
     try:
-        if zulu:
-            tz = timezone.utc
-        else:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            tz = timezone(-offset if sign == "-" else offset)
-        parsed = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz)
-        return parsed.astimezone(timezone.utc) if not zulu else parsed
-    except (ValueError, OverflowError) as exc:
-        raise Bad(f"{path}: {short(value)} is not a valid time ({exc})") from None
+        return sanity.parse_rfc3339(value)
+    except ValueError as exc:
+        raise Bad(f"{path}: {short(value)} is {exc}") from None
 
 
 def epoch_time(value: Any, path: str) -> datetime:
@@ -220,17 +204,17 @@ def epoch_time(value: Any, path: str) -> datetime:
         raise Bad(f"{path}: epoch seconds {short(value)} out of range") from None
 
 
-def not_future(when: datetime, now: datetime, path: str) -> datetime:
-    if when - now > MAX_FUTURE:
-        ahead = when - now
-        raise Bad(f"{path}: {when.isoformat()} is {_human(ahead)} in the future (limit 10m)")
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What a time is checked against: the caller's "now" and the sane ranges around it."""
+
+    now: datetime
+    ranges: sanity.Ranges = sanity.INTAKE_DEFAULT
+
+
+def sane_time(when: datetime, window: Window, path: str) -> datetime:
+    """`when`, if it lies in the sane range around `window.now` (see `daemon.core.sanity`)."""
+    problem = sanity.time_problem(when, window.now, window.ranges)
+    if problem is not None:
+        raise Bad(f"{path}: {problem}")
     return when
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds >= 86400:
-        return f"{seconds // 86400}d"
-    if seconds >= 3600:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 60}m"

@@ -16,14 +16,14 @@ from typing import Any, Mapping
 
 from daemon.core.events import Alert, Event
 from daemon.core.intake_fields import (
-    Bad, Skip, epoch_time, not_future, obj_at, parse_time, short, str_at, type_name, wrong,
+    Bad, Skip, Window, epoch_time, obj_at, parse_time, sane_time, short, str_at, type_name, wrong,
 )
 
 SUPPORTED_VERSIONS = frozenset({"1.2"})
 
 
 def parse_incident(msg: Mapping[str, Any], attributes: Mapping[str, str] | None, *,
-                   now: datetime) -> list[Event]:
+                   window: Window) -> list[Event]:
     version = msg.get("version")
     if version == "test":
         raise Skip("test notification (version \"test\")")
@@ -48,7 +48,7 @@ def parse_incident(msg: Mapping[str, Any], attributes: Mapping[str, str] | None,
     if state not in ("open", "closed"):
         raise Bad(f"incident.state: {short(state_raw)} is not open or closed")
 
-    when = _incident_time(incident, state, attributes, now)
+    when = _incident_time(incident, state, attributes, window)
     labels = obj_at(incident, "resource", "labels")
     service = _label(labels, "service_name")
     revision = _label(labels, "revision_name")
@@ -79,14 +79,14 @@ def _label(labels: Any, key: str) -> str | None:
 
 
 def _incident_time(incident: Mapping[str, Any], state: str, attributes: Mapping[str, str] | None,
-                   now: datetime) -> datetime:
+                   window: Window) -> datetime:
     keys = ("started_at",) if state == "open" else ("ended_at", "started_at")
     for key in keys:
         value = incident.get(key)
         if value is not None and value != "":
-            return not_future(epoch_time(value, f"incident.{key}"), now, f"incident.{key}")
+            return sane_time(epoch_time(value, f"incident.{key}"), window, f"incident.{key}")
     attr = attributes.get("logging.googleapis.com/timestamp") if attributes else None
     if attr is not None:
         path = "attributes.logging.googleapis.com/timestamp"
-        return not_future(parse_time(attr, path), now, path)
+        return sane_time(parse_time(attr, path), window, path)
     raise Bad(f"incident.{keys[0]}: missing (and no logging.googleapis.com/timestamp attribute)")

@@ -12,13 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
+from daemon.core import sanity
 from daemon.core.events import (
     COMMAND_ACTIONS, ActionApplied, ActionFailed, Alert, Command, Deploy, Event, Metrics, Tick, TrafficChanged,
 )
 from daemon.core.intake_distribution import parse_distribution
 from daemon.core.intake_fields import (
-    Bad, as_count, as_float, as_int, not_future, opt_count, opt_name, opt_str, parse_time, percent,
-    req_str, short, type_name,
+    Bad, Window, as_count, as_float, as_int, opt_count, opt_name, opt_str, parse_time, percent, req_str,
+    sane_time, short, type_name,
 )
 
 REQUEST_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx", "other"})
@@ -26,15 +27,15 @@ DEPLOY_SOURCES = frozenset({"native", "audit-v1", "audit-v2"})
 MAX_UTILIZATION = 1.5  # memory/CPU ratios slightly above 1 happen (burst); beyond 1.5 is garbage
 
 
-def _time(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> datetime:
+def _time(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> datetime:
     if "time" not in msg and fallback is not None:
-        return not_future(fallback, now, "time (from message attributes)")
+        return sane_time(fallback, window, "time (from message attributes)")
     if "time" not in msg:
         raise Bad(f"{msg['type']}.time: missing")
-    return not_future(parse_time(msg["time"], f"{msg['type']}.time"), now, f"{msg['type']}.time")
+    return sane_time(parse_time(msg["time"], f"{msg['type']}.time"), window, f"{msg['type']}.time")
 
 
-def parse_deploy(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
+def parse_deploy(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
     canary_percent: int | None = 0
     if "canary_percent" in msg:
         raw = msg["canary_percent"]
@@ -43,7 +44,7 @@ def parse_deploy(msg: Mapping[str, Any], now: datetime, fallback: datetime | Non
     if source not in DEPLOY_SOURCES:
         raise Bad(f"deploy.source: {short(source)} is not one of {', '.join(sorted(DEPLOY_SOURCES))}")
     return [Deploy(
-        time=_time(msg, now, fallback),
+        time=_time(msg, window, fallback),
         service=req_str(msg, "service", "deploy.service"),
         revision=opt_name(msg, "revision", "deploy.revision"),
         baseline=opt_name(msg, "baseline", "deploy.baseline"),
@@ -67,15 +68,16 @@ def _labels(value: Any, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
-def parse_metrics(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
-    when = _time(msg, now, fallback)
+def parse_metrics(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
+    when = _time(msg, window, fallback)
     service = req_str(msg, "service", "metrics.service")
     revision = req_str(msg, "revision", "metrics.revision")
     if "interval_s" not in msg:
         raise Bad("metrics.interval_s: missing")
     interval_s = as_int(msg["interval_s"], "metrics.interval_s")
-    if interval_s <= 0:
-        raise Bad(f"metrics.interval_s: {interval_s} is not positive")
+    problem = sanity.interval_problem(interval_s, window.ranges)
+    if problem is not None:
+        raise Bad(f"metrics.interval_s: {problem}")
     latency_raw = msg.get("request_latencies")
     latency = None if latency_raw is None else parse_distribution(latency_raw, "metrics.request_latencies")
     return [Metrics(
@@ -129,14 +131,14 @@ def _utilization(msg: Mapping[str, Any], key: str) -> float | None:
     return ratio
 
 
-def parse_alert(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
+def parse_alert(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
     state = req_str(msg, "state", "alert.state")
     if state not in ("open", "closed"):
         raise Bad(f"alert.state: {short(state)} is not open or closed")
     if "service" not in msg:
         raise Bad("alert.service: missing")
     return [Alert(
-        time=_time(msg, now, fallback),
+        time=_time(msg, window, fallback),
         service=opt_name(msg, "service", "alert.service"),
         revision=opt_name(msg, "revision", "alert.revision"),
         incident_id=req_str(msg, "incident_id", "alert.incident_id"),
@@ -158,13 +160,13 @@ def _string_map(msg: Mapping[str, Any], key: str, where: str) -> tuple[tuple[str
     return tuple(sorted(raw.items()))
 
 
-def parse_command(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
+def parse_command(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
     action = req_str(msg, "action", "command.action")
     if action not in COMMAND_ACTIONS:
         raise Bad(f"command.action: unknown action {short(action)} "
                   f"(expected one of {', '.join(COMMAND_ACTIONS)})")
     return [Command(
-        time=_time(msg, now, fallback),
+        time=_time(msg, window, fallback),
         service=req_str(msg, "service", "command.service"),
         action=action,
         by=req_str(msg, "by", "command.by"),
@@ -172,12 +174,12 @@ def parse_command(msg: Mapping[str, Any], now: datetime, fallback: datetime | No
     )]
 
 
-def parse_traffic_changed(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
+def parse_traffic_changed(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
     if "canary_percent" not in msg:
         raise Bad("traffic-changed.canary_percent: missing")
     raw = msg["canary_percent"]
     return [TrafficChanged(
-        time=_time(msg, now, fallback),
+        time=_time(msg, window, fallback),
         service=req_str(msg, "service", "traffic-changed.service"),
         canary_percent=None if raw is None else percent(raw, "traffic-changed.canary_percent"),
         principal=opt_str(msg, "principal", "traffic-changed.principal"),
@@ -185,12 +187,12 @@ def parse_traffic_changed(msg: Mapping[str, Any], now: datetime, fallback: datet
     )]
 
 
-def parse_action_failed(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
+def parse_action_failed(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
     permanent = msg.get("permanent", True)
     if not isinstance(permanent, bool):
         raise Bad(f"action-failed.permanent: expected a boolean, got {type_name(permanent)}")
     return [ActionFailed(
-        time=_time(msg, now, fallback),
+        time=_time(msg, window, fallback),
         service=req_str(msg, "service", "action-failed.service"),
         action=req_str(msg, "action", "action-failed.action"),
         error=opt_str(msg, "error", "action-failed.error"),
@@ -200,12 +202,12 @@ def parse_action_failed(msg: Mapping[str, Any], now: datetime, fallback: datetim
     )]
 
 
-def parse_action_applied(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
+def parse_action_applied(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
     changed = msg.get("changed", True)
     if not isinstance(changed, bool):
         raise Bad(f"action-applied.changed: expected a boolean, got {type_name(changed)}")
     return [ActionApplied(
-        time=_time(msg, now, fallback),
+        time=_time(msg, window, fallback),
         service=req_str(msg, "service", "action-applied.service"),
         action=req_str(msg, "action", "action-applied.action"),
         decision_id=opt_str(msg, "decision_id", "action-applied.decision_id"),
@@ -219,11 +221,11 @@ def _opt_percent(msg: Mapping[str, Any], key: str, where: str) -> int | None:
     return None if raw is None else percent(raw, where)
 
 
-def parse_tick(msg: Mapping[str, Any], now: datetime, fallback: datetime | None) -> list[Event]:
-    return [Tick(time=_time(msg, now, fallback))]
+def parse_tick(msg: Mapping[str, Any], window: Window, fallback: datetime | None) -> list[Event]:
+    return [Tick(time=_time(msg, window, fallback))]
 
 
-Parser = Callable[[Mapping[str, Any], datetime, "datetime | None"], list[Event]]
+Parser = Callable[[Mapping[str, Any], Window, "datetime | None"], list[Event]]
 PUBLIC_TYPES: dict[str, Parser] = {
     "deploy": parse_deploy, "metrics": parse_metrics, "alert": parse_alert,
     "command": parse_command, "traffic-changed": parse_traffic_changed,

@@ -4,13 +4,20 @@ The annotations are written in the same etag-guarded update as every traffic cha
 `outcome.annotations_for`), so they always describe the traffic the service really has. A restarted
 daemon, or a second replica, calls `rollout_from_annotations` and then backfills the evidence from
 Cloud Monitoring since the rollout started: the phase timers continue where they were.
+
+The annotations are input from outside (anyone who can update the service can write them), so
+they are checked against the sane ranges of `daemon.core.sanity` before anything is built from
+them: times within the policy's `limits` of `now`, a phase the policy has. Corrupt annotations
+raise `AnnotationError` with the reason; the caller holds that one service and tells a human.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from typing import Mapping
 
-from daemon.clock import parse_rfc3339
 from daemon.core import evaluation as ev
+from daemon.core import sanity
 from daemon.core.commands import ANNOTATION_PREFIX
 from daemon.core.rollout import Rollout, ServiceState, Status
 from policies.model import Policy
@@ -21,36 +28,45 @@ class AnnotationError(ValueError):
 
 
 def rollout_from_annotations(service: str, project: str, location: str, annotations: Mapping[str, str],
-                             policy: Policy) -> Rollout | None:
-    """None when the service carries no rollbackd state. Raises AnnotationError when it is corrupt."""
+                             policy: Policy, *, now: datetime) -> Rollout | None:
+    """None when the service carries no rollbackd state. Raises AnnotationError when it is corrupt.
+    `now` is the present, for the time ranges (the core reads no clock)."""
     p = ANNOTATION_PREFIX
     if f"{p}status" not in annotations:
         return None
     try:
         status = Status(annotations[f"{p}status"])
         phase_index = int(annotations.get(f"{p}phase", "0")) - 1
-        started = parse_rfc3339(annotations[f"{p}rollout-started"])
-        phase_started = parse_rfc3339(annotations[f"{p}phase-started"])
+        started = _time(annotations, "rollout-started")
+        phase_started = _time(annotations, "phase-started")
         canary = annotations[f"{p}canary"]
         baseline = annotations[f"{p}baseline"]
         percent = int(annotations[f"{p}canary-percent"])
     except (KeyError, ValueError) as error:
         raise AnnotationError(f"{service}: unreadable rollbackd annotations ({error})") from None
-    if not -1 <= phase_index < len(policy.phases):
-        raise AnnotationError(f"{service}: phase {phase_index + 1} does not exist in the current policy")
+    problem = _range_problem(status, phase_index, started, phase_started, policy, now)
+    if problem is not None:
+        raise AnnotationError(f"{service}: corrupt rollbackd annotations: {problem}")
     if not 0 <= percent <= 100 or not canary or not baseline:
         raise AnnotationError(f"{service}: inconsistent rollbackd annotations")
+    for key in ("canary", "baseline", "rollout-id"):
+        problem = sanity.name_problem(annotations.get(f"{p}{key}", ""))
+        if problem is not None:
+            raise AnnotationError(f"{service}: corrupt rollbackd annotations: {key}: {problem}")
+    cap = policy.limits.max_text_chars
     try:
         decisions_made = int(annotations.get(f"{p}decisions", "0"))
     except ValueError:
         decisions_made = 0
     evidence = ev.new_evidence(policy)
-    hold_reason = annotations.get(f"{p}hold-reason", "")
+    hold_reason = sanity.cap_text(annotations.get(f"{p}hold-reason", ""), cap)
     try:
         rollback_from = int(annotations.get(f"{p}rollback-from-percent") or percent)
     except ValueError:
         rollback_from = 100  # unknown: any share the canary still has is ours to take back
-    released = tuple(r for r in annotations.get(f"{p}released", "").split(",") if r)
+    if not 0 <= rollback_from <= 100:
+        rollback_from = 100
+    released = tuple(r for r in annotations.get(f"{p}released", "").split(",") if r)[:8]
     return Rollout(
         rollout_id=annotations.get(f"{p}rollout-id") or f"{service}/{canary}",
         service=service, project=project, location=location, canary=canary, baseline=baseline,
@@ -62,23 +78,52 @@ def rollout_from_annotations(service: str, project: str, location: str, annotati
         paused=annotations.get(f"{p}paused") == "true" or hold_reason == "paused",
         open_alerts=_alerts(annotations), released=released,
         alerts_before_start=_alerts(annotations, "alerts-before-start"), rollback_from_percent=rollback_from,
-        last_decision=annotations.get(f"{p}last-decision", ""), decisions_made=decisions_made,
+        last_decision=sanity.cap_text(annotations.get(f"{p}last-decision", ""), cap),
+        decisions_made=decisions_made,
         quiet_until=phase_started if phase_index >= 0 else None,
     )
 
 
 def _alerts(annotations: Mapping[str, str], key: str = "open-alerts") -> frozenset[str]:
-    return frozenset(a for a in annotations.get(f"{ANNOTATION_PREFIX}{key}", "").split(",") if a)
+    # Comma-separated incident ids, as `outcome.record_of` writes them (capped at 1,000 characters).
+    return frozenset(a for a in annotations.get(f"{ANNOTATION_PREFIX}{key}", "")[:1000].split(",") if a)
+
+
+def _time(annotations: Mapping[str, str], key: str) -> datetime:
+    try:
+        return sanity.parse_rfc3339(annotations[f"{ANNOTATION_PREFIX}{key}"])
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from None
+
+
+def _range_problem(status: Status, phase_index: int, started: datetime, phase_started: datetime,
+                   policy: Policy, now: datetime) -> str | None:
+    """Why these values cannot be a real rollout under `policy` at `now`, or None. Only a rollout
+    still running has an age limit: a finished one stays on the service for as long as it runs."""
+    ranges = sanity.ranges_from(policy.limits)
+    if not status.active:
+        ranges = replace(ranges, max_age_s=None)
+    problem = sanity.phase_problem(phase_index, len(policy.phases), gathers_evidence=status.active)
+    if problem is not None:
+        return f"phase: {problem}"
+    for key, when in (("rollout-started", started), ("phase-started", phase_started)):
+        problem = sanity.time_problem(when, now, ranges)
+        if problem is not None:
+            return f"{key}: {problem}"
+    if phase_started < started:
+        return f"phase-started {phase_started.isoformat()} is before rollout-started {started.isoformat()}"
+    return None
 
 
 def service_state_from_annotations(service: str, project: str, location: str,
-                                   annotations: Mapping[str, str], policy: Policy) -> ServiceState | None:
+                                   annotations: Mapping[str, str], policy: Policy, *,
+                                   now: datetime) -> ServiceState | None:
     """None when the service carries no rollbackd record at all (no rollout, no open incident, no
-    kill switch)."""
-    rollout = rollout_from_annotations(service, project, location, annotations, policy)
+    kill switch, no blocking incident)."""
+    rollout = rollout_from_annotations(service, project, location, annotations, policy, now=now)
     alerts = _alerts(annotations)
     kill_switch = annotations.get(f"{ANNOTATION_PREFIX}kill-switch") == "on"
-    blocking = frozenset(i for i in annotations.get(f"{ANNOTATION_PREFIX}blocking-incidents", "").split(",") if i)
+    blocking = _alerts(annotations, "blocking-incidents")
     if rollout is None and not alerts and not kill_switch and not blocking:
         return None
     stable = "" if rollout is None else rollout.canary if rollout.status is Status.COMPLETED else rollout.baseline

@@ -29,7 +29,8 @@ def _round_trip(event: Event) -> Event:
 
 
 # --- strategies ---------------------------------------------------------------------------------
-times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(2026, 11, 28, 10, 10),
+# The intake refuses times outside the sane range (daemon.core.sanity), so round trips stay inside it.
+times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2026, 11, 28, 10, 10),
                      timezones=st.just(timezone.utc))
 names = st.text(min_size=1, max_size=30).filter(lambda s: s.strip() != "")
 texts = st.text(max_size=40)
@@ -65,7 +66,7 @@ def metrics(draw: st.DrawFn) -> Metrics:
     optional_count = st.none() | counts
     return Metrics(
         time=draw(times), service=draw(names), revision=draw(names),
-        interval_s=draw(st.integers(1, 2**40)), requests_by_class=tuple(sorted(classes.items())),
+        interval_s=draw(st.integers(1, 3600)), requests_by_class=tuple(sorted(classes.items())),
         latency=draw(st.none() | histograms()), memory_utilization=draw(utilization),
         cpu_utilization=draw(utilization), instance_count=draw(optional_count),
         max_instances=draw(optional_count), project=draw(texts), location=draw(texts))

@@ -137,7 +137,7 @@ def test_resync_adopts_another_replicas_pause_and_keeps_the_evidence() -> None:
     local = started()
     paused = step(local, Command(time=T0 + timedelta(minutes=1), service="api", action="pause", by=SRE), POLICY)
     record = record_of(paused.state)
-    found = service_state_from_annotations("api", "p", "l", {k: v for k, v in record.items() if v}, POLICY)
+    found = service_state_from_annotations("api", "p", "l", {k: v for k, v in record.items() if v}, POLICY, now=T0 + timedelta(minutes=2))
     result = step(local, Resync(time=T0 + timedelta(minutes=2), service="api", found=found,
                                 observed_canary_percent=5), POLICY)
     rollout = result.state.rollout
@@ -149,7 +149,7 @@ def test_restore_of_a_rolling_back_record_retries_the_rollback() -> None:
     state = started()
     abort = step(state, Command(time=T0 + timedelta(minutes=1), service="api", action="abort", by=SRE), POLICY)
     record = {k: v for k, v in record_of(abort.state).items() if v}
-    found = service_state_from_annotations("api", "p", "l", record, POLICY)
+    found = service_state_from_annotations("api", "p", "l", record, POLICY, now=T0 + timedelta(minutes=3))
     restored = step(ServiceState(service="api"), Resync(time=T0 + timedelta(minutes=3), service="api", found=found,
                                                         observed_canary_percent=5, origin="restore"), POLICY)
     assert restored.state.rollout.status is Status.ROLLING_BACK
@@ -163,7 +163,7 @@ def test_restore_of_a_rolling_back_record_retries_the_rollback() -> None:
 def test_a_human_change_found_on_restore_stands_down() -> None:
     state = started()
     record = {k: v for k, v in record_of(state).items() if v}
-    found = service_state_from_annotations("api", "p", "l", record, POLICY)
+    found = service_state_from_annotations("api", "p", "l", record, POLICY, now=T0 + timedelta(minutes=3))
     result = step(ServiceState(service="api"), Resync(time=T0 + timedelta(minutes=3), service="api", found=found,
                                                       observed_canary_percent=40, origin="restore"), POLICY)
     assert result.state.rollout.status is Status.HALTED

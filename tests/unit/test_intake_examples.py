@@ -146,6 +146,7 @@ def test_incident_open_example() -> None:
         revision="checkout-00042-vux", incident_id="0.n4kq2w8zt1ab", state="open",
         policy_name="checkout canary 5xx ratio",
         summary=json.loads(INCIDENT_OPEN)["incident"]["summary"], project="shop-prod",
+        severity="critical", policy_labels=(("team", "payments"),),
     )
 
 

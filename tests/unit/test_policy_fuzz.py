@@ -24,6 +24,7 @@ _TOKENS = st.sampled_from([
     "?", "'", '"', "#", "|", ">", "---", "...", "%", "ms", "s", "m", "h", "5", "0.1", "-1", "1e309", ".nan",
     ".inf", "~", "null", "true", "2020-13-45", "0x1F", "Fri 17:00", "America", "\t", "\x00", "é", "phases",
     "traffic", "duration", "overrides", "match", "policy", "labels", "service", "managed", "pay-*", "*",
+    "limits", "max_rollout_age", "14d", "366d",
 ])
 yamlish = st.lists(_TOKENS, max_size=60).map("".join)
 
