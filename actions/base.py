@@ -5,7 +5,7 @@ by `actions.retry`, in one place) or `PermanentError` (the rollout halts and a h
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
 from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SetTraffic
@@ -110,10 +110,3 @@ class CapturedLogs:
 
 class ErrorLogSource(Protocol):
     def capture(self, command: CaptureErrorLogs) -> CapturedLogs: ...
-
-
-@dataclass
-class RecordedCalls:
-    """A request log kept by sandbox/dry-run adapters so tests can prove what was (not) called."""
-
-    calls: list[tuple[str, Any]] = field(default_factory=list)

@@ -357,9 +357,6 @@ class Engine:
         with self._lock:
             return [s.rollout for s in self.states.values() if s.rollout and s.rollout.status.active]
 
-    def next_wakeup(self) -> datetime | None:
-        return None
-
 
 def _iso(when: datetime) -> str:
     from daemon.clock import format_rfc3339

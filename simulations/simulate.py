@@ -12,7 +12,6 @@ Called by `daemon.cli_tools` (simulate) and `simulations.corpus`.
 from __future__ import annotations
 
 import heapq
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -156,15 +155,3 @@ def format_simulation(result: SimulationResult, *, as_json: bool) -> str:
             out.append(f"-- {name}: {outcome_of_status(state.rollout.status.value)} "
                        f"(canary {state.rollout.canary} at {state.rollout.canary_percent}%)")
     return "\n".join(out) + "\n"
-
-
-def write_lines(path: str, lines: Sequence[str], header: Sequence[str] = ()) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for comment in header:
-            handle.write(f"# {comment}\n")
-        handle.writelines(line + "\n" for line in lines)
-
-
-def dumps_raw(obj: Any) -> str:
-    """A raw (Google-format) JSON object as one compact, stable line."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Mapping
 
 from daemon.core.events import Event, Ignored, Rejected
 from daemon.core.intake_audit import parse_audit
@@ -116,8 +116,3 @@ def _raw(text: str) -> str:
 def parse_line(line: str, *, now: datetime, where: str = "", allow_internal: bool = False) -> ParseResult:
     """A recording or journal line (no attributes); a thin convenience over `parse_message`."""
     return parse_message(line, None, now=now, where=where, allow_internal=allow_internal)
-
-
-def is_events(result: Any) -> bool:
-    """True when `parse_message` produced events (a list), as opposed to Rejected / Ignored."""
-    return isinstance(result, list)
