@@ -28,12 +28,11 @@ from typing import Any, Callable, Sequence, TypeVar
 from google.api_core import retry as api_retry
 from google.cloud import run_v2
 
-from actions.base import (ApplyResult, ConflictError, ManualChangeError, PermanentError, ServiceView,
-                          TrafficEntry, TransientError)
-from actions.errors import ErrorHook, guarded
-from actions.retry import call_with_retry
-from daemon.clock import Clock
 from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
+from daemon.google_errors import ErrorHook, guarded
+from daemon.ports import (ApplyResult, Clock, ConflictError, ManualChangeError, PermanentError, ServiceView,
+                          TrafficEntry, TransientError)
+from daemon.retry import call_with_retry
 from policies.managed import ManagedPredicate
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from actions.base import ActionError
+from daemon.ports import ActionError
 from daemon.core.events import Command, Deploy, Ignored, Metrics, Rejected
 from daemon.core.intake import parse_message
 

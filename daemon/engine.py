@@ -15,9 +15,10 @@ import time as _perf  # perf_counter only: evaluation time for telemetry, never 
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
-from actions.base import (ActionError, ConflictError, ManualChangeError, PermanentError, TransientError)
+from daemon.ports import (ActionError, ConflictError, Journal, ManualChangeError, NullJournal, PermanentError,
+                          TransientError)
 from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SetTraffic
 from daemon.core.decision import Decision, KILL_SWITCH, REFUSE
 from daemon.core.events import (ActionFailed, Command, Deploy, Event, Ignored, Rejected, Tick,
@@ -27,25 +28,6 @@ from daemon.core.rollout import ServiceState, Status
 from daemon.core.step import authorised, step
 from daemon.telemetry import NullTelemetry
 from policies.model import Policy
-
-
-class Journal(Protocol):
-    def write(self, record: dict[str, Any], *, durable: bool = False) -> None: ...
-
-
-class NullJournal:
-    def write(self, record: dict[str, Any], *, durable: bool = False) -> None:
-        return None
-
-
-class ListJournal:
-    """Keeps journal records in memory (replay, tests)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any], *, durable: bool = False) -> None:
-        self.records.append(record)
 
 
 @dataclass
@@ -359,7 +341,7 @@ class Engine:
 
 
 def _iso(when: datetime) -> str:
-    from daemon.clock import format_rfc3339
+    from daemon.core.timefmt import format_rfc3339
     return format_rfc3339(when)
 
 
@@ -373,4 +355,4 @@ def _event_record(event: Event) -> dict[str, Any]:
     return event_to_json(event)
 
 
-__all__ = ["Engine", "ListJournal", "NullJournal", "Outputs", "RateLimiter", "Status"]
+__all__ = ["Engine", "Outputs", "RateLimiter", "Status"]

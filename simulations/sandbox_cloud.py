@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from actions.base import (ApplyResult, ManualChangeError, PermanentError, ServiceView, TrafficEntry)
+from daemon.ports import (ApplyResult, ManualChangeError, PermanentError, ServiceView, TrafficEntry)
 from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
 from policies.managed import ManagedPredicate
 

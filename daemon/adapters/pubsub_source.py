@@ -34,7 +34,7 @@ Reconnecting
 - A supervisor thread checks the subscription (`GetSubscription`), opens the stream and then waits
   for the stream to end, probing the subscription every `probe_interval_s`. When the stream fails
   (subscription deleted: NotFound; permissions; ...) or a probe fails, it drops the client and
-  reconnects with full-jitter exponential backoff (`actions.retry.backoff_s`). The probe matters:
+  reconnects with full-jitter exponential backoff (`daemon.retry.backoff_s`). The probe matters:
   while the server is unreachable the client library retries the stream by itself and the future
   never fails, and a half-open connection (a partition that delivers no FIN or RST) shows no error
   at all. A probe on the same channel fails within `probe_timeout_s` in both cases, so an outage is
@@ -64,9 +64,9 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from actions.errors import code_of
-from actions.retry import backoff_s
-from daemon.clock import Clock
+from daemon.google_errors import code_of
+from daemon.ports import Clock
+from daemon.retry import backoff_s
 
 LOG = logging.getLogger("rollbackd.pubsub")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from daemon.clock import parse_rfc3339
 from daemon.core import evaluation as ev
 from daemon.core.commands import ANNOTATION_PREFIX
 from daemon.core.rollout import Rollout, ServiceState, Status
+from daemon.core.timefmt import parse_rfc3339
 from policies.model import Policy
 
 
