@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SetTraffic
 from daemon.core.decision import Decision
@@ -182,9 +182,6 @@ class DecisionSink(Protocol):
     def error(self, message: str, **fields: Any) -> None: ...
 
     def info(self, message: str, **fields: Any) -> None: ...
-
-
-OnDecision = Callable[[Decision], None]
 
 
 class Journal(Protocol):
