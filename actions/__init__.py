@@ -1,5 +1,5 @@
 """Side effects: Cloud Run traffic changes, notifications, error-log capture, and dry-run variants.
 
-Every outside system sits behind one narrow interface (`actions.base`); `daemon.bootstrap` picks the
+Every outside system sits behind one narrow interface (`daemon.ports`); `daemon.bootstrap` picks the
 real, sandbox or dry-run implementation.
 """

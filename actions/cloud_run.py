@@ -15,7 +15,7 @@ How a traffic change is made, as the runbook does it (issue 4, "Acting"):
 5. poll the long-running operation on the injected clock, then check `traffic_statuses`.
 
 A stale etag (ConflictError) means someone else wrote: re-read and re-decide from step 1, a bounded
-number of times. Transient faults are retried by `actions.retry` from step 1 too, so an update that
+number of times. Transient faults are retried by `daemon.retry` from step 1 too, so an update that
 landed although its reply was lost is found on the re-read and never sent twice.
 """
 from __future__ import annotations
@@ -28,19 +28,18 @@ from typing import Any, Callable, Sequence, TypeVar
 from google.api_core import retry as api_retry
 from google.cloud import run_v2
 
-from actions.base import (ApplyResult, ConflictError, ManualChangeError, PermanentError, RecordChangedError,
-                          ServiceView, TrafficEntry, TransientError)
-from actions.errors import ErrorHook, guarded
-from actions.retry import call_with_retry
-from daemon.clock import Clock
 from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
 from daemon.core.ownership import (Split, classify_split, merged_annotations, record_changed_by_others, record_matches,
                                    wanted_split)
+from daemon.google_errors import ErrorHook, guarded
+from daemon.ports import (ApplyResult, Clock, ConflictError, ManualChangeError, PermanentError, RecordChangedError,
+                          ServiceView, TrafficEntry, TransientError)
+from daemon.retry import call_with_retry
 from policies.managed import ManagedPredicate
 
 T = TypeVar("T")
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
-# Polls an LRO exactly once per call: retrying belongs to actions.retry, on our clock.
+# Polls an LRO exactly once per call: retrying belongs to daemon.retry, on our clock.
 _NO_RETRY = api_retry.Retry(predicate=lambda exc: False)
 
 
@@ -107,7 +106,7 @@ class _Progress:
 
 
 class CloudRunTrafficController:
-    """`actions.base.TrafficController` on the real run_v2 clients (gRPC or REST transport)."""
+    """`daemon.ports.TrafficController` on the real run_v2 clients (gRPC or REST transport)."""
 
     def __init__(self, services_client: run_v2.ServicesClient, revisions_client: run_v2.RevisionsClient, *,
                  clock: Clock, rng: random.Random, managed_label: tuple[str, str] = ("rollbackd", "enabled"),

@@ -11,8 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from actions.base import ApplyResult, ServiceView, TrafficController
 from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
+from daemon.ports import ApplyResult, ServiceView, TrafficController
 
 
 @dataclass(frozen=True, slots=True)

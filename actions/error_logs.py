@@ -21,11 +21,11 @@ from typing import Any
 
 from google.cloud.logging_v2.types import LogEntry
 
-from actions.base import ActionError, CapturedLogs, LogPattern
-from actions.errors import ErrorHook, guarded
-from actions.retry import call_with_retry
-from daemon.clock import Clock, format_rfc3339
 from daemon.core.commands import CaptureErrorLogs
+from daemon.core.timefmt import format_rfc3339
+from daemon.google_errors import ErrorHook, guarded
+from daemon.ports import ActionError, CapturedLogs, Clock, LogPattern
+from daemon.retry import call_with_retry
 
 # Order matters: the specific shapes first, so a UUID's digits do not become <n>-<n>-...
 _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -80,7 +80,7 @@ def group(messages: list[str], top_n: int) -> tuple[LogPattern, ...]:
 
 
 class CloudLoggingErrorLogs:
-    """`actions.base.ErrorLogSource` on the real LoggingServiceV2Client."""
+    """`daemon.ports.ErrorLogSource` on the real LoggingServiceV2Client."""
 
     def __init__(self, logging_client: Any, *, clock: Clock, rng: random.Random, top_n: int = 10,
                  call_timeout_s: float = 20.0, retry_budget_s: float = 5.0, max_attempts: int = 2,

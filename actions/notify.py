@@ -15,10 +15,10 @@ from typing import IO, Any, Callable, Mapping
 
 from google.cloud import pubsub_v1
 
-from actions.errors import ErrorHook, guarded
-from actions.retry import call_with_retry
-from daemon.clock import Clock
 from daemon.core.commands import Notify
+from daemon.google_errors import ErrorHook, guarded
+from daemon.ports import Clock
+from daemon.retry import call_with_retry
 
 SCHEMA = "rollbackd.notification/v1"
 # How many recent notifications (LogNotifier) or message ids (PubSubNotifier) a notifier keeps for
@@ -52,7 +52,7 @@ def make_publisher() -> pubsub_v1.PublisherClient:
 
 
 class PubSubNotifier:
-    """`actions.base.Notifier` publishing to a Pub/Sub topic and waiting for the server's ack."""
+    """`daemon.ports.Notifier` publishing to a Pub/Sub topic and waiting for the server's ack."""
 
     def __init__(self, publisher_client: pubsub_v1.PublisherClient, topic_path: str, *,
                  clock: Clock | None = None, rng: random.Random | None = None, timeout_s: float = 30.0,
@@ -94,7 +94,7 @@ class PubSubNotifier:
 
 
 class LogNotifier:
-    """`actions.base.Notifier` for the sandbox: one JSON line per notification in Cloud Logging's
+    """`daemon.ports.Notifier` for the sandbox: one JSON line per notification in Cloud Logging's
     structured format, to a stream or a callable sink (the decision log)."""
 
     def __init__(self, sink: Callable[[dict[str, Any]], None] | IO[str] | None = None) -> None:

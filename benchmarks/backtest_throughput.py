@@ -21,12 +21,14 @@ import time
 
 import numpy as np
 
+from daemon.bootstrap import engine_factory
 from daemon.core.codec import dumps_event
 from policies import load_default_policy
 from simulations.backtest import run_backtest
 from simulations.scenario_model import get_scenario
 from simulations.scenarios import generate, to_events
 
+BACKTEST = engine_factory("backtest")
 SCENARIOS = ("S0-aa-clean", "S4-errors-x5")
 
 
@@ -60,7 +62,7 @@ def main() -> None:
         policy = load_default_policy()
         workers = args.workers or os.cpu_count() or 1
         started = time.perf_counter()
-        report = run_backtest([directory], policy, workers=workers)
+        report = run_backtest([directory], policy, workers=workers, build_engine=BACKTEST)
         elapsed = time.perf_counter() - started
         kinds = {}
         for row in report.rows:

@@ -2,7 +2,7 @@
 rollouts for H virtual hours (issue 5: a production daemon runs for months; its memory must not grow
 with the number of events, decisions or rollouts it has seen, only with the number of services).
 
-What runs is what `daemon.live.run_live` builds around Pub/Sub, minus the network: the real
+What runs is what `daemon.bootstrap.run_live` builds around Pub/Sub, minus the network: the real
 `Dispatcher` (message bytes -> intake -> resolve -> engine), `Engine` and pure core, a
 `PrometheusTelemetry` registry, the `FileJournal` (rotating), the `DecisionLog` (to /dev/null), the
 live daemon's notifier when no topic is set (`LogNotifier` into the decision log) and, every tick,
@@ -74,8 +74,9 @@ class CycleWorld:
         from actions.notify import LogNotifier
         from daemon.adapters.decision_log import DecisionLog
         from daemon.adapters.journal import FileJournal
+        from daemon.bootstrap import build
         from daemon.dispatch import Dispatcher
-        from daemon.engine import Engine, NullJournal
+        from daemon.ports import NullJournal
         from daemon.telemetry import PrometheusTelemetry
         from policies.loader import load_policy_text
         from simulations.sandbox_cloud import SimulatedCloudRun
@@ -94,8 +95,9 @@ class CycleWorld:
             record["message"], **{k: v for k, v in record.items() if k != "message"}))
         self.journal: Any = (FileJournal(os.path.join(journal_dir, "journal.jsonl"), max_bytes=8 * 1024 * 1024,
                                          keep=2) if journal_dir else NullJournal())
-        self.engine = Engine(policy=lambda: self.policy, traffic=self.cloud, notifier=notifier, journal=self.journal,
-                             telemetry=self.telemetry, clock=self.clock, on_decision=self.decision_log.decision)
+        self.engine = build("benchmark", policy=lambda: self.policy, traffic=self.cloud, notifier=notifier,
+                            journal=self.journal, telemetry=self.telemetry, clock=self.clock,
+                            on_decision=self.decision_log.decision)
         self.dispatcher = Dispatcher(self.engine, clock=self.clock, traffic=self.cloud,
                                      own_principals=frozenset({PRINCIPAL}),
                                      managed=lambda p, l, s: True, default_project=SANDBOX_PROJECT,

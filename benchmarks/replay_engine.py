@@ -14,12 +14,15 @@ import time
 
 import numpy as np
 
+from daemon.bootstrap import engine_factory
 from daemon.core.codec import dumps_event
 from daemon.core.intake import parse_line
 from policies import load_default_policy
 from simulations.replay import FAR_FUTURE, replay_events
 from simulations.scenario_model import get_scenario
 from simulations.scenarios import generate, to_events
+
+REPLAY = engine_factory("replay")
 
 
 def main() -> None:
@@ -37,7 +40,7 @@ def main() -> None:
         parsed = [ev for line in lines for ev in parse_line(line, now=FAR_FUTURE)]
         parse_times.append(time.perf_counter() - started)
         started = time.perf_counter()
-        result = replay_events(parsed, policy)
+        result = replay_events(parsed, policy, build_engine=REPLAY)
         engine_times.append(time.perf_counter() - started)
     engine_ms = sorted(t * 1000 for t in engine_times)
     parse_ms = sorted(t * 1000 for t in parse_times)

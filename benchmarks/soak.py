@@ -62,8 +62,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.soak_world import JournalTail, SoakFeeder, soak_policy
-from daemon.clock import VirtualClock, parse_rfc3339
+from daemon.clock import VirtualClock
 from daemon.core.commands import ANNOTATION_PREFIX
+from daemon.core.timefmt import parse_rfc3339
 from tests.integration.live_harness import (START, Fakes, LiveProcess, Publisher, SharedClock, Topics, live_settings,
                                             running_emulator, scrape, write_config)
 

@@ -1,28 +1,73 @@
-"""The one place adapters are chosen: live Google Cloud, or the built-in sandbox.
+"""The composition root: the one place adapters are chosen and the only code that builds an `Engine`.
 
-Both build the same `Engine` and `Daemon` loop around the same decision core; only the traffic
-controller, metrics source, event source, notifier, error-log source and journal differ.
+Every mode builds the same `Engine` around the same decision core through `build(mode, ...)`; only
+the adapters differ (traffic controller, metrics source, event source, notifier, error-log source,
+journal, telemetry, clock):
+
+- live (`run_live`): Cloud Run, Cloud Monitoring, Cloud Logging and Pub/Sub (`daemon.live` has the
+  clients and the restore/resync pieces), a file journal, Prometheus, the system clock;
+- sandbox (`run_sandbox`): the simulated Cloud Run and traffic (`daemon.sandbox`), an in-process bus
+  or the Pub/Sub emulator, a virtual clock running at `--speed`;
+- replay and backtest: `engine_factory("replay")` is handed to `simulations.replay`, which drives a
+  simulated Cloud Run on a virtual clock (simulations/ sits below this module and never imports it);
+- benchmark: `benchmarks/memory_cycles.py`.
+
+Called by the CLI (`daemon.cli_run`, `daemon.cli`, `daemon.cli_tools`) and by tests and benchmarks.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import signal
 import sys
 import threading
-from datetime import timedelta
-from typing import Any, Callable, TextIO
+from datetime import datetime
+from typing import Any, Callable, Literal, TextIO, get_args
 
 from daemon.adapters.journal import FileJournal, read_lines
 from daemon.clock import SystemClock, VirtualClock
 from daemon.dispatch import Dispatcher
-from daemon.engine import Engine, ListJournal
+from daemon.engine import Engine
+from daemon.live import LiveClients, ManagedServices, build_traffic, managed_predicate, restore, resync
+from daemon.ports import (EngineFactory, ErrorLogSource, Journal, ListJournal, Notifier, TrafficController)
 from daemon.runner import Daemon, PolicyReloader
+from daemon.settings import Settings
 from daemon.telemetry import PrometheusTelemetry
 
 log = logging.getLogger("rollbackd")
 SANDBOX_PRINCIPAL = "rollbackd@rollbackd-sandbox.iam.gserviceaccount.com"
+
+Mode = Literal["live", "sandbox", "replay", "backtest", "benchmark"]
+MODES: tuple[str, ...] = get_args(Mode)
+# Modes that act on a world (real or simulated) must be given every adapter; the others run on a
+# simulated Cloud Run with nothing to notify, and default to no journal and no metrics.
+_ACTING = ("live", "sandbox")
+
+
+def build(mode: Mode, *, policy: Callable[[], Any], traffic: TrafficController, clock: Any,
+          notifier: Notifier | None = None, error_logs: ErrorLogSource | None = None,
+          journal: Journal | None = None, telemetry: Any = None, **options: Any) -> Engine:
+    """The Engine for `mode`, around the adapters that mode chose. `options` are the engine's
+    (dry_run, actions_enabled, on_decision, on_action, labels_of, journal_evaluations)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    if mode in _ACTING:
+        missing = [name for name, adapter in (("notifier", notifier), ("error_logs", error_logs),
+                                              ("journal", journal), ("telemetry", telemetry)) if adapter is None]
+        if missing:
+            raise TypeError(f"a {mode} engine needs {', '.join(missing)}")
+    return Engine(policy=policy, traffic=traffic, notifier=notifier, error_logs=error_logs, journal=journal,
+                  telemetry=telemetry, clock=clock, **options)
+
+
+def engine_factory(mode: Mode) -> EngineFactory:
+    """`build` for one mode, for code below this layer that makes its engine when it needs it
+    (`simulations.replay.Replayer` builds one on the recording's first timestamp)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    return functools.partial(build, mode)
 
 
 def _install_signals(daemon: Daemon, reloader: PolicyReloader) -> None:
@@ -75,9 +120,9 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
     notes: list[dict[str, Any]] = []
     from actions.notify import LogNotifier
 
-    engine = Engine(policy=reloader, traffic=cloud, notifier=LogNotifier(sink=notes.append),
-                    error_logs=SandboxErrorLogs({s.service: s for s in services}, rng), journal=journal,
-                    telemetry=telemetry, clock=clock, on_decision=emit)
+    engine = build("sandbox", policy=reloader, traffic=cloud, notifier=LogNotifier(sink=notes.append),
+                   error_logs=SandboxErrorLogs({s.service: s for s in services}, rng), journal=journal,
+                   telemetry=telemetry, clock=clock, on_decision=emit)
     dispatcher = Dispatcher(engine, clock=clock, traffic=cloud, own_principals=frozenset({SANDBOX_PRINCIPAL}),
                             managed=lambda p, l, s: is_managed(s, cloud.get_service(p, l, s).labels),
                             default_project="rollbackd-sandbox", default_location="us-central1")
@@ -95,6 +140,10 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
         # are duplicates, which change nothing), or its remaining deploys and metrics are lost.
         resume_at = saved if saved is not None else DEFAULT_START
         clock.advance_to(resume_at)
+        # Then the live restore path: the services' own records win over what the journal replayed
+        # (the same `Resync` events a restarted live daemon sends), so `make run` and the sandbox
+        # restart tests exercise what production does.
+        engine.read_back(cloud.list_services(), "restore")
         print(f"rollbackd: resumed from {state_dir}: {count} journaled events, virtual time "
               f"{resume_at.isoformat()}", file=err)
     elif saved is not None:
@@ -165,3 +214,89 @@ def _summary(engine: Engine, out: TextIO) -> None:
         out.write(f"  {name:<12} {rollout.status.value:<12} canary {rollout.canary} at {rollout.canary_percent}%"
                   f" — {rollout.last_decision}\n")
     out.flush()
+
+
+# --- live -----------------------------------------------------------------------------------------
+
+def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_after: datetime | None = None,
+             out: TextIO | None = None, clock: Any = None, install_signals: bool = True,
+             on_started: Any = None) -> int:
+    from google.cloud import pubsub_v1
+
+    from actions.error_logs import CloudLoggingErrorLogs
+    from actions.notify import LogNotifier, PubSubNotifier
+    from daemon.adapters.decision_log import DecisionLog
+    from daemon.adapters.http_server import HealthServer
+    from daemon.adapters.journal import FileJournal
+    from daemon.adapters.monitoring import MetricsPoller, MonitoringCollector, Target
+    from daemon.adapters.pubsub_source import PubSubEventSource
+
+    clock = clock or SystemClock()
+    rng = random.Random()
+    telemetry = PrometheusTelemetry()
+    decision_log = DecisionLog(out, project=settings.project)
+    reloader = PolicyReloader(settings.policy or None, telemetry=telemetry,
+                              on_error=lambda message: decision_log.error(message))
+    clients = clients or LiveClients(settings)
+    is_managed = managed_predicate(settings, reloader)  # reads the current policy on every check
+    traffic = build_traffic(settings, clients, clock, rng, telemetry, managed=is_managed)
+    if settings.notify_topic:
+        notifier: Any = PubSubNotifier(pubsub_v1.PublisherClient(
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)),
+            settings.notify_topic_path, clock=clock, rng=rng, on_error=telemetry.api_error)
+    else:
+        # The record carries its own "message": pass it once (twice was a TypeError that nacked the
+        # Pub/Sub message after its decision had been acted on, so it came back again and again).
+        notifier = LogNotifier(sink=lambda record: decision_log.info(
+            record["message"], **{k: v for k, v in record.items() if k != "message"}))
+    error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error)
+    journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
+    engine = build("live", policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs,
+                   journal=journal, telemetry=telemetry, clock=clock, dry_run=settings.dry_run,
+                   actions_enabled=not settings.kill_switch, on_decision=decision_log.decision,
+                   on_action=lambda record: decision_log.info(
+                       f"{record['service']}: {record['command']} {record['outcome']}",
+                       **{k: v for k, v in record.items() if k != "type"}, record_type="action"))
+    managed = ManagedServices(is_managed, traffic, clock=clock, locations=settings.locations, policy=reloader)
+    dispatcher = Dispatcher(engine, clock=clock, traffic=traffic, own_principals=frozenset({settings.principal}),
+                            managed=managed, accept_metrics=settings.metrics_mode in ("pubsub", "both"),
+                            default_project=settings.project,
+                            default_location=settings.locations[0] if len(settings.locations) == 1 else "")
+    collector = MonitoringCollector(clients.monitoring, project=settings.project, clock=clock, rng=rng,
+                                    on_error=telemetry.api_error, settle_s=settings.monitoring_settle)
+    poller = MetricsPoller(collector)
+    restore(engine, traffic, decision_log)
+
+    def collect(at: datetime) -> None:
+        for adopted in resync(engine, traffic, decision_log):
+            poller.forget(Target(adopted.service, adopted.location, adopted.canary, adopted.baseline))
+        if settings.metrics_mode == "pubsub":
+            return
+        active = [(Target(r.service, r.location, r.canary, r.baseline), r.started_at)
+                  for r in engine.active_rollouts() if r.phase_index >= 0]
+        result = poller.poll(active)
+        for metrics in result.metrics:
+            engine.submit(metrics, received_at=clock.now())
+        if not result.ok:  # never healthy: the minutes stay missing and the core holds
+            decision_log.error(f"Cloud Monitoring collection failed: {result.error}", code=result.error_code)
+
+    # Wall clock for the source: its probes and reconnect backoff are network business, and a
+    # running VirtualClock (tests, --speed) would turn a 15 s probe interval into a busy loop.
+    source = PubSubEventSource(pubsub_v1.SubscriberClient, settings.subscription_path, handle=dispatcher.handle,
+                               clock=SystemClock(), rng=rng, on_error=telemetry.api_error)
+    daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=[source],
+                    before_tick=[collect], policy_reloader=reloader, stop_after=stop_after)
+    health = HealthServer(settings.http_port, registry=telemetry.registry, ready=daemon.ready)
+    health.start()
+    if install_signals:
+        _install_signals(daemon, reloader)
+    if on_started is not None:
+        on_started(daemon, engine, health)
+    decision_log.info("rollbackd started", project=settings.project, locations=list(settings.locations),
+                      dry_run=settings.dry_run, kill_switch=settings.kill_switch, http_port=health.port)
+    try:
+        daemon.run()
+    finally:
+        health.stop()
+        journal.close()
+    return 0

@@ -34,6 +34,7 @@ def _policy_or_default(path: str | None):
 def cmd_replay(args: argparse.Namespace) -> int:
     import os
 
+    from daemon.bootstrap import engine_factory
     from simulations.replay import decision_line, replay_file, timeline_line
 
     policy = _policy_or_default(args.policy)
@@ -43,12 +44,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise CliError(f"{path}: no such recording file")
     out = sys.stdout
     for path in args.recordings:
-        result = replay_file(path, policy, keep_journal=bool(args.report))
+        result = replay_file(path, policy, build_engine=engine_factory("replay"), keep_journal=bool(args.report))
         for number, rejected in result.rejected:
             print(f"{os.path.basename(path)}:{number}: rejected: {rejected.reason}", file=sys.stderr)
         if compare is not None:
             from simulations.whatif import compare_replays
-            other = replay_file(path, compare, keep_journal=False)
+            other = replay_file(path, compare, build_engine=engine_factory("replay"), keep_journal=False)
             out.write(compare_replays(result, other, new_name=args.policy or "default",
                                       old_name=args.compare_policy, as_json=args.json))
             continue

@@ -40,8 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sandbox:
         if args.speed <= 0:
             raise CliError("--speed must be positive")
-        from policies.loader import PolicyError
         from daemon.bootstrap import run_sandbox
+        from policies.loader import PolicyError
         try:
             return run_sandbox(scenario=args.scenario, speed=args.speed, state_dir=args.state_dir,
                                as_json=args.json, metrics_port=args.metrics_port, policy_path=args.policy,
@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(error))
     settings = _settings(args.config, {"policy": args.policy, "dry_run": True if args.dry_run else None,
                                        "http_port": args.metrics_port})
-    from daemon.live import run_live
+    from daemon.bootstrap import run_live
     from policies.loader import PolicyError
     try:
         return run_live(settings)

@@ -1,7 +1,7 @@
 """Offline review and tuning subcommands: `backtest`, `simulate`, `explain` (and `export`).
 
 `daemon.cli` loads this module and calls `register(subparsers)`. Every handler imports its
-implementation inside itself (simulations.backtest, .simulate, .explain, .export), so
+implementation inside itself (simulations.backtest, .simulate, .explain; daemon.cli_export), so
 `rollbackd --help` stays fast and none of these paths imports the Google client libraries
 (except `export`, which talks to Cloud Monitoring by design). User errors raise `CliError`:
 one line on stderr, exit 2. `backtest` exits 1 when an expected outcome breaks.
@@ -35,6 +35,7 @@ def _policy(path: str | None):
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from daemon.bootstrap import engine_factory
     from simulations.backtest import BacktestError, format_table, json_lines, progress_bar, run_backtest
 
     policy = _policy(args.policy)
@@ -42,7 +43,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise _cli_error("--workers must be at least 1")
     try:
-        report = run_backtest(args.paths, policy, compare, workers=args.workers, progress=progress_bar())
+        report = run_backtest(args.paths, policy, compare, build_engine=engine_factory("backtest"),
+                              workers=args.workers, progress=progress_bar())
     except BacktestError as error:
         raise _cli_error(str(error))
     sys.stdout.write(json_lines(report) if args.json else format_table(report))
@@ -53,6 +55,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from daemon.bootstrap import engine_factory
     from simulations.scenario_file import ScenarioFileError
     from simulations.simulate import format_simulation, simulate_file
 
@@ -60,7 +63,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.scenario):
         raise _cli_error(f"{args.scenario}: no such scenario file")
     try:
-        result = simulate_file(args.scenario, policy, seed=args.seed, record=args.record)
+        result = simulate_file(args.scenario, policy, build_engine=engine_factory("replay"), seed=args.seed,
+                               record=args.record)
     except ScenarioFileError as error:
         raise _cli_error(str(error))
     sys.stdout.write(format_simulation(result, as_json=args.json))
@@ -68,6 +72,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from daemon.bootstrap import engine_factory
     from simulations.explain import ExplainError, explain_file
 
     policy = _policy(args.policy)
@@ -76,7 +81,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if (args.at is None) == (args.decision is None):
         raise _cli_error("explain needs exactly one of --at TIME or --decision N")
     try:
-        text = explain_file(args.recording, policy, at=args.at, number=args.decision, service=args.service)
+        text = explain_file(args.recording, policy, build_engine=engine_factory("replay"), at=args.at,
+                            number=args.decision, service=args.service)
     except ExplainError as error:
         raise _cli_error(str(error))
     sys.stdout.write(text)
@@ -84,7 +90,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from simulations.export import export_main
+    from daemon.cli_export import export_main
     return int(export_main(args.export_args, sys.stdout, sys.stderr) or 0)
 
 
@@ -124,9 +130,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     explain.add_argument("--policy", help="policy file (default: the bundled runbook policy)")
     explain.set_defaults(handler=cmd_explain)
 
-    if importlib.util.find_spec("simulations.export") is not None:
+    if importlib.util.find_spec("daemon.cli_export") is not None:
         export = sub.add_parser(
             "export", help="export minute-level metrics from Cloud Monitoring as a recording",
-            add_help=False, prefix_chars="\0")  # simulations.export parses its own arguments
+            add_help=False, prefix_chars="\0")  # daemon.cli_export parses its own arguments
         export.add_argument("export_args", nargs=argparse.REMAINDER)
         export.set_defaults(handler=cmd_export)

@@ -1,23 +1,15 @@
-"""The only place rollbackd reads the time or sleeps.
+"""The only place rollbackd reads the time or sleeps: the two implementations of `daemon.ports.Clock`.
 
 The live daemon uses `SystemClock`; replay, backtests and the sandbox drive a `VirtualClock`.
 Everything else receives a clock (or an explicit time inside an event) and never calls
 `datetime.now()` or `time.sleep()` itself, so the same code runs deterministically in replay.
+`daemon.bootstrap` chooses one per mode. Formatting and parsing times is `daemon.core.timefmt`.
 """
 from __future__ import annotations
 
 import threading
 import time as _time
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-    def sleep_until(self, when: datetime, stop: threading.Event | None = None) -> None: ...
-
-    def monotonic(self) -> float: ...
 
 
 class SystemClock:
@@ -93,33 +85,3 @@ class VirtualClock:
                     return
             else:
                 _time.sleep(wall)
-
-
-def parse_rfc3339(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC datetime. Raises ValueError."""
-    if not isinstance(text, str) or not text:
-        raise ValueError("expected an RFC 3339 timestamp string")
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    # Python < 3.11 fromisoformat cannot read nanoseconds; trim to microseconds.
-    if "." in value:
-        head, _, rest = value.partition(".")
-        frac = ""
-        i = 0
-        while i < len(rest) and rest[i].isdigit():
-            frac += rest[i]
-            i += 1
-        value = head + ("." + frac[:6] if frac else "") + rest[i:]
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp has no time zone")
-    return parsed.astimezone(timezone.utc)
-
-
-def format_rfc3339(when: datetime) -> str:
-    """Format as RFC 3339 UTC with a Z, seconds precision unless there are microseconds."""
-    when = when.astimezone(timezone.utc)
-    if when.microsecond:
-        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

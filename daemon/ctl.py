@@ -28,8 +28,10 @@ import subprocess
 import sys
 from typing import IO, Any, Callable, Mapping, NoReturn, Sequence
 
-from daemon.clock import Clock, SystemClock, format_rfc3339
+from daemon.clock import SystemClock
 from daemon.core.events import COMMAND_ACTIONS
+from daemon.core.timefmt import format_rfc3339
+from daemon.ports import Clock
 
 EXIT_ERROR = 2
 DEFAULT_EVENTS_TOPIC = "rollbackd-events"  # as in daemon.settings
@@ -210,8 +212,8 @@ def publish_command(event: dict[str, Any], topic: str, env: Mapping[str, str], *
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
 
-    from actions.errors import code_of
     from daemon.adapters.pubsub_source import publish_events
+    from daemon.google_errors import code_of
 
     publisher = None
     try:

@@ -12,9 +12,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from actions.base import ActionError, TransientError
-from daemon.core.events import Alert, Command, Deploy, Ignored, Metrics, Rejected
 from daemon.core import sanity
+from daemon.core.events import Alert, Command, Deploy, Ignored, Metrics, Rejected
+from daemon.ports import ActionError, TransientError
 from daemon.core.intake import parse_message
 
 log = logging.getLogger("rollbackd.dispatch")

@@ -15,11 +15,11 @@ import time as _perf  # perf_counter only: evaluation time for telemetry, never 
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
-from actions.base import (ActionError, ConflictError, ManualChangeError, PermanentError, RecordChangedError,
-                          TransientError)
 from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify, SaveState, SetTraffic
+from daemon.ports import (ActionError, ConflictError, Journal, ManualChangeError, NullJournal, PermanentError,
+                          RecordChangedError, TransientError)
 from daemon.core.decision import Decision, KILL_SWITCH, REFUSE
 from daemon.core.events import (ActionApplied, ActionFailed, Alert, Command, Deploy, Event, Ignored, GlobalState, Rejected,
                                 Resync, Tick, TrafficChanged)
@@ -34,25 +34,6 @@ from policies.model import Policy
 
 # How many times one event is decided again after finding another writer's record on the service.
 MAX_REDECIDE = 3
-
-
-class Journal(Protocol):
-    def write(self, record: dict[str, Any], *, durable: bool = False) -> None: ...
-
-
-class NullJournal:
-    def write(self, record: dict[str, Any], *, durable: bool = False) -> None:
-        return None
-
-
-class ListJournal:
-    """Keeps journal records in memory (replay, tests)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any], *, durable: bool = False) -> None:
-        self.records.append(record)
 
 
 @dataclass
@@ -558,12 +539,9 @@ class Engine:
         with self._lock:
             return [s.rollout for s in self.states.values() if s.rollout and s.rollout.status.active]
 
-    def next_wakeup(self) -> datetime | None:
-        return None
-
 
 def _iso(when: datetime) -> str:
-    from daemon.clock import format_rfc3339
+    from daemon.core.timefmt import format_rfc3339
     return format_rfc3339(when)
 
 
@@ -585,4 +563,4 @@ def _event_record(event: Event) -> dict[str, Any]:
     return event_to_json(event)
 
 
-__all__ = ["Engine", "ListJournal", "NullJournal", "Outputs", "RateLimiter", "Status"]
+__all__ = ["Engine", "Outputs", "RateLimiter", "Status"]

@@ -1,9 +1,10 @@
-"""`rollbackd run` on Google Cloud, and `rollbackd status`.
+"""The live mode's pieces for `daemon.bootstrap.run_live`, and `rollbackd status`.
 
-Wires the real google-cloud clients (Cloud Run Admin API v2, Cloud Monitoring v3, Cloud Logging v2,
-Pub/Sub) around the same Engine and Daemon loop the sandbox uses. On start it restores every managed
-service's rollout from its `rollbackd.dev/*` annotations, backfills the evidence from Cloud
-Monitoring since the rollout began, and stands down where a human changed traffic meanwhile.
+The real google-cloud clients (Cloud Run Admin API v2, Cloud Monitoring v3, Cloud Logging v2), the
+managed-service predicate, the Cloud Run traffic controller (dry-run wrapped), and the start-up
+`restore` and per-tick `resync` that bring every managed service's rollout back from its
+`rollbackd.dev/*` annotations. `daemon.bootstrap.run_live` wires them around the same Engine and
+Daemon loop the sandbox uses.
 """
 from __future__ import annotations
 
@@ -104,100 +105,11 @@ def build_traffic(settings: Settings, clients: LiveClients, clock: Any, rng: ran
     return controller
 
 
-def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_after: datetime | None = None,
-             out: TextIO | None = None, clock: Any = None, install_signals: bool = True,
-             on_started: Any = None) -> int:
-    from google.cloud import pubsub_v1
-
-    from actions.error_logs import CloudLoggingErrorLogs
-    from actions.notify import LogNotifier, PubSubNotifier
-    from daemon.adapters.decision_log import DecisionLog
-    from daemon.adapters.http_server import HealthServer
-    from daemon.adapters.journal import FileJournal
-    from daemon.adapters.monitoring import MetricsPoller, MonitoringCollector, Target
-    from daemon.adapters.pubsub_source import PubSubEventSource
-    from daemon.bootstrap import _install_signals
-    from daemon.dispatch import Dispatcher
-    from daemon.engine import Engine
-    from daemon.runner import Daemon, PolicyReloader
-    from daemon.telemetry import PrometheusTelemetry
-
-    clock = clock or SystemClock()
-    rng = random.Random()
-    telemetry = PrometheusTelemetry()
-    decision_log = DecisionLog(out, project=settings.project)
-    reloader = PolicyReloader(settings.policy or None, telemetry=telemetry,
-                              on_error=lambda message: decision_log.error(message))
-    clients = clients or LiveClients(settings)
-    is_managed = managed_predicate(settings, reloader)  # reads the current policy on every check
-    traffic = build_traffic(settings, clients, clock, rng, telemetry, managed=is_managed)
-    if settings.notify_topic:
-        notifier: Any = PubSubNotifier(pubsub_v1.PublisherClient(
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)),
-            settings.notify_topic_path, clock=clock, rng=rng, on_error=telemetry.api_error)
-    else:
-        # The record carries its own "message": pass it once (twice was a TypeError that nacked the
-        # Pub/Sub message after its decision had been acted on, so it came back again and again).
-        notifier = LogNotifier(sink=lambda record: decision_log.info(
-            record["message"], **{k: v for k, v in record.items() if k != "message"}))
-    error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error)
-    journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
-    engine = Engine(policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs, journal=journal,
-                    telemetry=telemetry, clock=clock, dry_run=settings.dry_run,
-                    actions_enabled=not settings.kill_switch, on_decision=decision_log.decision,
-                    on_action=lambda record: decision_log.info(
-                        f"{record['service']}: {record['command']} {record['outcome']}",
-                        **{k: v for k, v in record.items() if k != "type"}, record_type="action"))
-    managed = ManagedServices(is_managed, traffic, clock=clock, locations=settings.locations, policy=reloader)
-    dispatcher = Dispatcher(engine, clock=clock, traffic=traffic, own_principals=frozenset({settings.principal}),
-                            managed=managed, accept_metrics=settings.metrics_mode in ("pubsub", "both"),
-                            default_project=settings.project,
-                            default_location=settings.locations[0] if len(settings.locations) == 1 else "")
-    collector = MonitoringCollector(clients.monitoring, project=settings.project, clock=clock, rng=rng,
-                                    on_error=telemetry.api_error, settle_s=settings.monitoring_settle)
-    poller = MetricsPoller(collector)
-    restore(engine, traffic, decision_log)
-
-    def collect(at: datetime) -> None:
-        for adopted in resync(engine, traffic, decision_log):
-            poller.forget(Target(adopted.service, adopted.location, adopted.canary, adopted.baseline))
-        if settings.metrics_mode == "pubsub":
-            return
-        active = [(Target(r.service, r.location, r.canary, r.baseline), r.started_at)
-                  for r in engine.active_rollouts() if r.phase_index >= 0]
-        result = poller.poll(active)
-        for metrics in result.metrics:
-            engine.submit(metrics, received_at=clock.now())
-        if not result.ok:  # never healthy: the minutes stay missing and the core holds
-            decision_log.error(f"Cloud Monitoring collection failed: {result.error}", code=result.error_code)
-
-    # Wall clock for the source: its probes and reconnect backoff are network business, and a
-    # running VirtualClock (tests, --speed) would turn a 15 s probe interval into a busy loop.
-    source = PubSubEventSource(pubsub_v1.SubscriberClient, settings.subscription_path, handle=dispatcher.handle,
-                               clock=SystemClock(), rng=rng, on_error=telemetry.api_error)
-    daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=[source],
-                    before_tick=[collect], policy_reloader=reloader, stop_after=stop_after)
-    health = HealthServer(settings.http_port, registry=telemetry.registry, ready=daemon.ready)
-    health.start()
-    if install_signals:
-        _install_signals(daemon, reloader)
-    if on_started is not None:
-        on_started(daemon, engine, health)
-    decision_log.info("rollbackd started", project=settings.project, locations=list(settings.locations),
-                      dry_run=settings.dry_run, kill_switch=settings.kill_switch, http_port=health.port)
-    try:
-        daemon.run()
-    finally:
-        health.stop()
-        journal.close()
-    return 0
-
-
 def restore(engine: Any, traffic: Any, decision_log: Any) -> int:
     """Resume every managed service's rollout from its annotations (the core's `Resync` event,
     origin "restore"). A service whose traffic no longer matches what rollbackd last set was changed
     by a human while we were away: the core stands down."""
-    from actions.base import ActionError
+    from daemon.ports import ActionError
 
     try:
         views = traffic.list_services()
@@ -213,7 +125,7 @@ def resync(engine: Any, traffic: Any, decision_log: Any) -> list[Any]:
     a pause, a halt, a promotion, a new rollout. The etag guard and the record check on every write
     make sure a replica never overwrites a record it did not know. Returns the rollouts whose
     evidence must be backfilled from Cloud Monitoring."""
-    from actions.base import ActionError
+    from daemon.ports import ActionError
 
     try:
         views = traffic.list_services()

@@ -25,10 +25,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from actions.base import CapturedLogs
-from daemon.clock import format_rfc3339, parse_rfc3339
 from daemon.core.codec import event_to_json
 from daemon.core.commands import CaptureErrorLogs
+from daemon.core.timefmt import format_rfc3339, parse_rfc3339
+from daemon.ports import CapturedLogs
 from simulations.sandbox_cloud import SimulatedCloudRun
 
 SANDBOX_PROJECT = "rollbackd-sandbox"

@@ -79,10 +79,6 @@ class Settings(BaseModel):
             f"projects/{self.project}/subscriptions/{self.subscription}"
 
     @property
-    def events_topic_path(self) -> str:
-        return self.events_topic if "/" in self.events_topic else f"projects/{self.project}/topics/{self.events_topic}"
-
-    @property
     def notify_topic_path(self) -> str:
         if not self.notify_topic:
             return ""

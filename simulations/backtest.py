@@ -2,8 +2,9 @@
 
 Called by `daemon.cli_tools` (the `backtest` subcommand), `tests/scenarios/test_corpus.py` and
 `benchmarks/backtest_throughput.py`. Each recording is replayed by `simulations.replay.replay_file`
-(the same engine and core as the live daemon) in a process pool over all cores; the parent only
-collects one small `Row` per (recording, service).
+(the same engine and core as the live daemon, made by the caller's `build_engine`: the bootstrap's
+`engine_factory("backtest")`) in a process pool over all cores; the parent only collects one small
+`Row` per (recording, service).
 
 Outcome of a service = the status of its last rollout at the end of the recording:
   promoted     the canary reached 100% (completed)
@@ -27,6 +28,8 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
+
+from daemon.ports import EngineFactory
 
 OUTCOMES = ("promoted", "rolled_back", "in_progress", "halted", "none")
 EXPECTED_FILE = "expected.json"
@@ -73,7 +76,7 @@ def outcome_of_status(status: str) -> str:
 
 def rows_from_result(result: Any, path: str = "") -> list[Row]:
     """Summarise one `ReplayResult` per service (the worker's job; also used by tests)."""
-    from daemon.clock import format_rfc3339
+    from daemon.core.timefmt import format_rfc3339
 
     states = result.engine.states if result.engine is not None else {}
     by_service: dict[str, list[Any]] = {}
@@ -110,17 +113,20 @@ def rows_from_result(result: Any, path: str = "") -> list[Row]:
 
 # --- the worker pool -------------------------------------------------------------------------
 # Set in the parent before the pool forks, so each worker inherits the loaded policies (a Policy
-# is a pydantic model: cheaper to inherit than to pickle for every task).
+# is a pydantic model: cheaper to inherit than to pickle for every task) and the engine factory.
 _POLICIES: tuple[Any, ...] = ()
+_BUILD_ENGINE: EngineFactory | None = None
 
 
 def _replay_one(task: tuple[int, str]) -> tuple[int, list[list[dict[str, Any]]], str]:
     index, path = task
     from simulations.replay import replay_file
 
+    assert _BUILD_ENGINE is not None, "replay_corpus sets the engine factory"
     try:
         per_policy = [[row.to_json() | {"path": path}
-                       for row in rows_from_result(replay_file(path, policy), path)] for policy in _POLICIES]
+                       for row in rows_from_result(replay_file(path, policy, build_engine=_BUILD_ENGINE), path)]
+                      for policy in _POLICIES]
         return index, per_policy, ""
     except OSError as error:
         return index, [[] for _ in _POLICIES], f"{os.path.basename(path)}: cannot read: {error}"
@@ -130,11 +136,12 @@ def _row(data: dict[str, Any]) -> Row:
     return Row(**data)
 
 
-def replay_corpus(files: Sequence[str], policies: Sequence[Any], *, workers: int | None = None,
+def replay_corpus(files: Sequence[str], policies: Sequence[Any], *, build_engine: EngineFactory,
+                  workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None) -> tuple[list[list[Row]], list[str]]:
     """Replay every file under each policy. Returns rows per policy (in file order) and errors."""
-    global _POLICIES
-    _POLICIES = tuple(policies)
+    global _POLICIES, _BUILD_ENGINE
+    _POLICIES, _BUILD_ENGINE = tuple(policies), build_engine
     tasks = list(enumerate(files))
     results: list[tuple[int, list[list[dict[str, Any]]], str]] = []
     workers = max(1, workers or os.cpu_count() or 1)
@@ -150,7 +157,7 @@ def replay_corpus(files: Sequence[str], policies: Sequence[Any], *, workers: int
         context = multiprocessing.get_context(method)
         chunk = max(1, min(16, len(tasks) // (workers * 8)))
         with context.Pool(processes=min(workers, len(tasks)), initializer=_init_worker,
-                          initargs=(tuple(policies),)) as pool:
+                          initargs=(tuple(policies), build_engine)) as pool:
             for item in pool.imap_unordered(_replay_one, tasks, chunksize=chunk):
                 results.append(item)
                 if progress:
@@ -166,9 +173,9 @@ def replay_corpus(files: Sequence[str], policies: Sequence[Any], *, workers: int
     return per_policy, errors
 
 
-def _init_worker(policies: tuple[Any, ...]) -> None:
-    global _POLICIES
-    _POLICIES = policies
+def _init_worker(policies: tuple[Any, ...], build_engine: EngineFactory) -> None:
+    global _POLICIES, _BUILD_ENGINE
+    _POLICIES, _BUILD_ENGINE = policies, build_engine
 
 
 # --- inputs and expectations -------------------------------------------------------------------
@@ -288,12 +295,13 @@ class BacktestReport:
         return out
 
 
-def run_backtest(paths: Sequence[str], policy: Any, compare: Any = None, *, workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> BacktestReport:
+def run_backtest(paths: Sequence[str], policy: Any, compare: Any = None, *, build_engine: EngineFactory,
+                 workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> BacktestReport:
     files = collect_files(paths)
     expected = load_expectations(files)
     policies = [policy] + ([compare] if compare is not None else [])
-    per_policy, errors = replay_corpus(files, policies, workers=workers, progress=progress)
+    per_policy, errors = replay_corpus(files, policies, build_engine=build_engine, workers=workers,
+                                       progress=progress)
     rows = per_policy[0]
     return BacktestReport(rows=rows, compare_rows=per_policy[1] if compare is not None else None,
                           problems=check_expectations(rows, expected), errors=errors, files=len(files))

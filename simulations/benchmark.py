@@ -1,4 +1,4 @@
-"""Detection benchmark: `python -m simulations.benchmark [--quick] --out DIR [--runs N] [--workers K]`.
+"""Detection benchmark: `python -m benchmarks.detection [--quick] --out DIR [--runs N] [--workers K]`.
 
 For every scenario of `simulations.scenario_model.catalogue()` it simulates many open-loop rollouts
 (the runbook's 5%/25%/50% schedule, 40 minutes), runs each method on exactly the same minutes, and
@@ -7,10 +7,12 @@ DIR/ttd.png. Methods: `oracle` (SPRT with the true parameters), `rollbackd` (thi
 detectors under policies/default.yaml, through the real engine via `simulations.replay`),
 `kayenta`, `kayenta-every-minute`, `flagger`, `naive` (see `simulations.baselines`).
 Work is split into seeded chunks (numpy SeedSequence), so results do not depend on --workers.
+The engine comes from the caller (`build_engine`, the bootstrap's factory): simulations/ never builds one.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from daemon.ports import EngineFactory
 from simulations import baselines as B
 from simulations.scenario_model import Scenario, catalogue
 from simulations.scenario_sim import simulate
@@ -64,14 +67,14 @@ def _policy() -> Any:
     return _POLICY
 
 
-def rollbackd_run(s: Scenario, m: Any, run: int) -> tuple[float, float]:
+def rollbackd_run(s: Scenario, m: Any, run: int, *, build_engine: EngineFactory) -> tuple[float, float]:
     """(rollback minute, promote-to-100% minute) for one run, NaN when it did not happen, from the
     decisions of the real engine replaying the run's events (`simulations.replay.replay_events`)."""
     from simulations.replay import replay_events
     from simulations.scenarios import DEFAULT_START, records_from_arrays, to_events
 
     events = to_events(s, records_from_arrays(s, m, run, DEFAULT_START), DEFAULT_START)
-    result = replay_events(events, _policy())
+    result = replay_events(events, _policy(), build_engine=build_engine)
     rollback = promote = math.nan
     for decision in result.decisions:
         minutes = (decision.time - DEFAULT_START).total_seconds() / 60.0
@@ -83,7 +86,7 @@ def rollbackd_run(s: Scenario, m: Any, run: int) -> tuple[float, float]:
 
 
 # --- one chunk of runs (runs in a worker) -------------------------------------------------------
-def run_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, dict[str, Any]]:
+def run_chunk(task: tuple[str, int, int, int], *, build_engine: EngineFactory) -> tuple[str, int, dict[str, Any]]:
     name, chunk, runs, rollbackd_runs = task
     s = catalogue()[name]
     index = list(catalogue()).index(name)
@@ -99,7 +102,7 @@ def run_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, dict[str, Any]
     rb = np.full(rollbackd_runs, np.nan)
     promote = np.full(rollbackd_runs, np.nan)
     for run in range(rollbackd_runs):
-        rb[run], promote[run] = rollbackd_run(s, m, run)
+        rb[run], promote[run] = rollbackd_run(s, m, run, build_engine=build_engine)
     harm = {method: B.harm(m, s, value) for method, value in out.items()}
     harm["rollbackd"] = B.harm(m, s, np.concatenate([rb, np.full(runs - rollbackd_runs, np.nan)]))[:rollbackd_runs]
     out["rollbackd"] = rb
@@ -171,19 +174,20 @@ def summarise(s: Scenario, method: str, rollback_at: np.ndarray, harm: np.ndarra
 
 
 def run(out_dir: Path, quick: bool, runs: int | None, workers: int, names: list[str] | None = None,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, *, build_engine: EngineFactory) -> dict[str, Any]:
     started = time.perf_counter()  # wall time of the benchmark itself; never used in a decision
     plan = Plan.make(quick, runs)
     names = names or list(catalogue())
     tasks = tasks_for(names, plan)
     results: list[tuple[str, int, dict[str, Any]]] = []
+    chunk_runner = functools.partial(run_chunk, build_engine=build_engine)  # picklable for the pool
     if workers <= 1:
         for done, task in enumerate(tasks, 1):
-            results.append(run_chunk(task))
+            results.append(chunk_runner(task))
             _progress(progress, done, len(tasks))
     else:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for done, item in enumerate(pool.imap_unordered(run_chunk, tasks), 1):
+            for done, item in enumerate(pool.imap_unordered(chunk_runner, tasks), 1):
                 results.append(item)
                 _progress(progress, done, len(tasks))
     results.sort(key=lambda item: (names.index(item[0]), item[1]))
@@ -229,8 +233,9 @@ def _progress(enabled: bool, done: int, total: int) -> None:
             sys.stderr.write("\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.benchmark", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, *, build_engine: EngineFactory) -> int:
+    """The command line of `python -m benchmarks.detection`, which passes the bootstrap's engine factory."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.detection", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few runs per scenario (under 3 minutes on 2 cores)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--runs", type=int, default=None, help="runs per scenario and method (overrides the plan)")
@@ -242,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in (args.scenario or []) if n not in catalogue()]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(catalogue())}")
-    result = run(Path(args.out), args.quick, args.runs, max(1, args.workers), args.scenario)
+    result = run(Path(args.out), args.quick, args.runs, max(1, args.workers), args.scenario,
+                 build_engine=build_engine)
     print(f"wrote {args.out}/results.json, report.md, ttd.png in {result['meta']['elapsed_s']} s")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

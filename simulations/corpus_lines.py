@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.clock import format_rfc3339, parse_rfc3339
+from daemon.core.timefmt import format_rfc3339, parse_rfc3339
 from simulations.scenario_model import Scenario
 
 

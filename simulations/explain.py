@@ -12,7 +12,8 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.clock import format_rfc3339, parse_rfc3339
+from daemon.core.timefmt import format_rfc3339, parse_rfc3339
+from daemon.ports import EngineFactory
 from policies.units import format_duration
 from simulations.whatif import criterion_text, deciding_criteria
 
@@ -31,11 +32,11 @@ class ExplainError(ValueError):
     """No such decision (or an unusable --at); one line for the user."""
 
 
-def explain_file(path: str, policy: Any, *, at: str | None = None, number: int | None = None,
-                 service: str | None = None) -> str:
+def explain_file(path: str, policy: Any, *, build_engine: EngineFactory, at: str | None = None,
+                 number: int | None = None, service: str | None = None) -> str:
     from simulations.replay import replay_file
 
-    result = replay_file(path, policy, keep_journal=True)
+    result = replay_file(path, policy, build_engine=build_engine, keep_journal=True)
     decisions = [d for d in result.decisions if service is None or d.service == service]
     if not decisions:
         which = f" for service {service}" if service else ""

@@ -5,6 +5,9 @@ intake as Pub/Sub; rejected lines are reported with their line number and skippe
 follows the recording (a journal's `received_at`, else the event's own time) and the engine gets a
 Tick at every minute boundary, exactly as the live daemon does. Traffic changes go to a simulated
 Cloud Run. The output is deterministic: the same input gives byte-identical output.
+
+This module is an adapter: it does not build the engine itself. The caller passes `build_engine`,
+`daemon.bootstrap.engine_factory("replay")` (or "backtest"), so the engine is made in one place.
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
-from daemon.clock import VirtualClock, format_rfc3339, parse_rfc3339
+from daemon.clock import VirtualClock
 from daemon.core.decision import Decision
 from daemon.core.events import Event, Rejected, Tick
 from daemon.core.intake import parse_line
-from daemon.engine import Engine, ListJournal, NullJournal
+from daemon.core.timefmt import format_rfc3339, parse_rfc3339
+from daemon.ports import EngineFactory, ListJournal, NullJournal
 from policies.model import Policy
 from simulations.sandbox_cloud import SimulatedCloudRun
 
@@ -35,7 +39,7 @@ class ReplayResult:
     rejected: list[tuple[int, Rejected]] = field(default_factory=list)
     journal: list[dict[str, Any]] = field(default_factory=list)
     cloud: SimulatedCloudRun | None = None
-    engine: Engine | None = None
+    engine: Any = None  # daemon.engine.Engine
 
 
 def read_recording(path: str) -> Iterator[tuple[int, Any]]:
@@ -64,27 +68,33 @@ def _received_at(line: str) -> datetime | None:
 class Replayer:
     """Drives one engine over a stream of events with a virtual clock and minute ticks."""
 
-    def __init__(self, policy: Policy, *, keep_journal: bool = False, cloud: SimulatedCloudRun | None = None,
-                 engine_kwargs: dict[str, Any] | None = None, engine: Engine | None = None) -> None:
+    def __init__(self, policy: Policy, *, build_engine: EngineFactory | None = None, keep_journal: bool = False,
+                 cloud: SimulatedCloudRun | None = None, engine_kwargs: dict[str, Any] | None = None,
+                 engine: Any = None) -> None:
+        if build_engine is None and engine is None:
+            raise ValueError("Replayer needs build_engine (daemon.bootstrap.engine_factory) or an engine")
         self.policy = policy
+        self.build_engine = build_engine
         self.cloud = cloud or SimulatedCloudRun()
         self.journal = ListJournal() if keep_journal else NullJournal()
         self.clock: VirtualClock | None = None
-        self.engine: Engine | None = engine  # an existing engine: recovery drives it with this clock
+        self.engine: Any = engine  # an existing engine: recovery drives it with this clock
         self.decisions: list[Decision] = []
         self._next_tick: datetime | None = None
         self._engine_kwargs = engine_kwargs or {}
 
-    def _ensure(self, first: datetime) -> Engine:
+    def _ensure(self, first: datetime) -> Any:
         if self.engine is not None and self.clock is None:
             self.clock = VirtualClock(first)
             self.engine.clock = self.clock
             self._next_tick = first.replace(second=0, microsecond=0) + MINUTE
         if self.engine is None:
+            assert self.build_engine is not None
             self.clock = VirtualClock(first)
-            self.engine = Engine(policy=lambda: self.policy, traffic=self.cloud, clock=self.clock,
-                                 journal=self.journal, journal_evaluations=isinstance(self.journal, ListJournal),
-                                 **self._engine_kwargs)
+            self.engine = self.build_engine(policy=lambda: self.policy, traffic=self.cloud, clock=self.clock,
+                                            journal=self.journal,
+                                            journal_evaluations=isinstance(self.journal, ListJournal),
+                                            **self._engine_kwargs)
             self._next_tick = first.replace(second=0, microsecond=0) + MINUTE
         return self.engine
 
@@ -107,10 +117,10 @@ class Replayer:
         self.decisions.extend(self.engine.submit(event, received_at=received_at).decisions)
 
 
-def replay_events(events: Iterable[Event], policy: Policy, *, recording: str = "",
+def replay_events(events: Iterable[Event], policy: Policy, *, build_engine: EngineFactory, recording: str = "",
                   keep_journal: bool = False) -> ReplayResult:
     """Replay already-parsed events (used by the benchmark, backtests and tests)."""
-    replayer = Replayer(policy, keep_journal=keep_journal)
+    replayer = Replayer(policy, build_engine=build_engine, keep_journal=keep_journal)
     for event in events:
         replayer.feed(event)
     return ReplayResult(recording=recording, decisions=replayer.decisions, cloud=replayer.cloud,
@@ -118,9 +128,10 @@ def replay_events(events: Iterable[Event], policy: Policy, *, recording: str = "
                         journal=getattr(replayer.journal, "records", []))
 
 
-def replay_file(path: str, policy: Policy, *, keep_journal: bool = False) -> ReplayResult:
+def replay_file(path: str, policy: Policy, *, build_engine: EngineFactory,
+                keep_journal: bool = False) -> ReplayResult:
     name = os.path.basename(path)
-    replayer = Replayer(policy, keep_journal=keep_journal)
+    replayer = Replayer(policy, build_engine=build_engine, keep_journal=keep_journal)
     result = ReplayResult(recording=name)
     for number, parsed, received_at in read_recording(path):
         if isinstance(parsed, Rejected):
@@ -137,7 +148,7 @@ def replay_file(path: str, policy: Policy, *, keep_journal: bool = False) -> Rep
     return result
 
 
-def recover_engine(engine: Engine, lines: Iterable[str]) -> tuple[int, datetime | None]:
+def recover_engine(engine: Any, lines: Iterable[str]) -> tuple[int, datetime | None]:
     """Rebuild an engine's state from its own journal (sandbox restart). Decisions already in the
     journal are not repeated; one the crash cut off before it was journaled is made, journaled and
     acted on now. Returns (events replayed, time of the last one)."""

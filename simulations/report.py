@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from daemon.clock import format_rfc3339
+from daemon.core.timefmt import format_rfc3339
 from simulations import report_plots
 from simulations.report_data import ServiceData, collect
 from simulations.whatif import deciding_criteria

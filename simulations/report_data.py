@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from daemon.clock import parse_rfc3339
 from daemon.core.events import Metrics
 from daemon.core.intake import parse_line
+from daemon.core.timefmt import parse_rfc3339
 from simulations.replay import FAR_FUTURE
 
 Z95 = 1.959963984540054

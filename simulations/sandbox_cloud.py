@@ -16,11 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from actions.base import (ApplyResult, ManualChangeError, PermanentError, RecordChangedError, ServiceView,
-                          TrafficEntry)
 from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
 from daemon.core.ownership import (Split, classify_split, merged_annotations, record_changed_by_others,
                                    record_matches)
+from daemon.ports import (ApplyResult, ManualChangeError, PermanentError, RecordChangedError, ServiceView,
+                          TrafficEntry)
 from policies.managed import ManagedPredicate
 
 

@@ -8,7 +8,6 @@ corpus all start from here. The catalogue follows canary-statistics.md §6.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -58,12 +57,6 @@ class Profile:
     @property
     def changes(self) -> bool:
         return any(step.value != self.base for step in self.steps)
-
-    @property
-    def first_change_min(self) -> float | None:
-        moving = [s.at for s in self.steps if s.value != self.base]
-        return min(moving) if moving else None
-
 
 @dataclass(frozen=True, slots=True)
 class Buckets:
@@ -234,9 +227,3 @@ def lognormal_bucket_probs(edges: np.ndarray, log_median: np.ndarray, sigma: flo
     probs = np.clip(probs, 0.0, None)
     probs /= probs.sum(axis=1, keepdims=True)
     return probs.reshape(np.shape(log_median) + (len(edges) + 1,))
-
-
-def lognormal_quantile_ms(median_ms: float, sigma: float, q: float) -> float:
-    from scipy.stats import norm
-
-    return float(median_ms * math.exp(sigma * norm.ppf(q)))

@@ -12,7 +12,6 @@ Called by `daemon.cli_tools` (simulate) and `simulations.corpus`.
 from __future__ import annotations
 
 import heapq
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from daemon.core.codec import dumps_event
 from daemon.core.decision import Decision
 from daemon.core.events import Deploy, Event
 from daemon.core.intake import parse_line
+from daemon.ports import EngineFactory
 from simulations.replay import FAR_FUTURE, Replayer, decision_line, timeline_line
 from simulations.scenario_model import Scenario
 from simulations.scenarios import DEFAULT_START, TrafficModel
@@ -58,10 +58,11 @@ class SimulationResult:
 
 def run_closed_loop(rollouts: Sequence[Rollout], policy: Any, rng: np.random.Generator, *,
                     minutes: int = 60, extra_lines: Sequence[tuple[datetime, str]] = (),
-                    recording: str = "simulation", keep_journal: bool = False) -> SimulationResult:
+                    recording: str = "simulation", keep_journal: bool = False,
+                    build_engine: EngineFactory) -> SimulationResult:
     """Simulate `minutes` minutes after the earliest deploy. `extra_lines` are raw recording lines
     (alerts, commands, audit entries...) delivered at their times, before that minute's metrics."""
-    replayer = Replayer(policy, keep_journal=keep_journal)
+    replayer = Replayer(policy, build_engine=build_engine, keep_journal=keep_journal)
     lines: list[str] = []
     origin = min(r.start for r in rollouts)
     # Everything to deliver, as (visible at, order, line | Deploy marker).
@@ -123,8 +124,8 @@ def run_closed_loop(rollouts: Sequence[Rollout], policy: Any, rng: np.random.Gen
                             cloud=replayer.cloud, journal=getattr(replayer.journal, "records", []))
 
 
-def simulate_file(path: str, policy: Any, *, seed: int | None = None, record: str | None = None,
-                  keep_journal: bool = False) -> SimulationResult:
+def simulate_file(path: str, policy: Any, *, build_engine: EngineFactory, seed: int | None = None,
+                  record: str | None = None, keep_journal: bool = False) -> SimulationResult:
     """`rollbackd simulate`: load a scenario file (ScenarioFileError on a bad one) and run it."""
     from simulations.scenario_file import load_scenario_file, scenario_from_file
 
@@ -133,7 +134,8 @@ def simulate_file(path: str, policy: Any, *, seed: int | None = None, record: st
     start = spec.start or DEFAULT_START
     rng = np.random.default_rng(spec.seed if seed is None else seed)
     result = run_closed_loop([Rollout(scenario, start)], policy, rng, minutes=scenario.minutes,
-                             recording=os.path.basename(path), keep_journal=keep_journal)
+                             recording=os.path.basename(path), keep_journal=keep_journal,
+                             build_engine=build_engine)
     if record:
         with open(record, "w", encoding="utf-8") as handle:
             handle.writelines(line + "\n" for line in result.lines)
@@ -156,15 +158,3 @@ def format_simulation(result: SimulationResult, *, as_json: bool) -> str:
             out.append(f"-- {name}: {outcome_of_status(state.rollout.status.value)} "
                        f"(canary {state.rollout.canary} at {state.rollout.canary_percent}%)")
     return "\n".join(out) + "\n"
-
-
-def write_lines(path: str, lines: Sequence[str], header: Sequence[str] = ()) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for comment in header:
-            handle.write(f"# {comment}\n")
-        handle.writelines(line + "\n" for line in lines)
-
-
-def dumps_raw(obj: Any) -> str:
-    """A raw (Google-format) JSON object as one compact, stable line."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -12,7 +12,7 @@ import difflib
 import json
 from typing import Any, Sequence
 
-from daemon.clock import format_rfc3339
+from daemon.core.timefmt import format_rfc3339
 
 OUTCOME_OF_STATUS = {"completed": "promoted", "rolled-back": "rolled_back", "halted": "halted",
                      "idle": "none"}

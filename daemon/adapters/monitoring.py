@@ -3,7 +3,7 @@
 The live daemon's metrics hook calls `MetricsPoller.poll([(target, phase_start), ...])` every
 interval for the ACTIVE rollouts only: it keeps a cursor per rollout and drives
 `MonitoringCollector.collect`/`backfill` (a rollout seen for the first time, e.g. after a restart,
-is backfilled from its phase start). `rollbackd export` (simulations/export.py) uses `backfill` to
+is backfilled from its phase start). `rollbackd export` (daemon/cli_export.py) uses `backfill` to
 write recordings. Results are
 the very `Metrics` events a recording holds, so the engine cannot tell live data from a replay.
 
@@ -16,7 +16,7 @@ Why it is shaped like this (issue 4, gcp-formats.md §2):
   distributions, so the p99 the detectors compute from the merged buckets is exact.
 - Only windows old enough to be complete are asked for (end <= now - settle; points arrive up to
   3-4 minutes late). Minutes without points are absent, never a "healthy zero".
-- A failed call (after the retries of `actions.retry`) fails the whole window: the result carries
+- A failed call (after the retries of `daemon.retry`) fails the whole window: the result carries
   the error and no metrics, so a Monitoring outage can never look healthy.
 """
 from __future__ import annotations
@@ -28,10 +28,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 from google.cloud import monitoring_v3
 
-from actions.base import ActionError, TransientError
-from actions.retry import call_with_retry
-from daemon.clock import Clock
 from daemon.core.events import Metrics
+from daemon.ports import ActionError, Clock, TransientError
+from daemon.retry import call_with_retry
 from detectors.histogram import Histogram
 
 API = "monitoring"
@@ -214,7 +213,7 @@ class MonitoringCollector:
         def attempt() -> list[Any]:
             rows: list[Any] = []
             self.calls_made += 1
-            # retry=None: retries happen once, in actions.retry, with the daemon's clock and budget.
+            # retry=None: retries happen once, in daemon.retry, with the daemon's clock and budget.
             pager = self._client.list_time_series(request=request, retry=None, timeout=self.timeout_s)
             for page in pager.pages:
                 rows.extend(type(page).pb(page).time_series)

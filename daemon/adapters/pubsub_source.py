@@ -34,7 +34,7 @@ Reconnecting
 - A supervisor thread checks the subscription (`GetSubscription`), opens the stream and then waits
   for the stream to end, probing the subscription every `probe_interval_s`. When the stream fails
   (subscription deleted: NotFound; permissions; ...) or a probe fails, it drops the client and
-  reconnects with full-jitter exponential backoff (`actions.retry.backoff_s`). The probe matters:
+  reconnects with full-jitter exponential backoff (`daemon.retry.backoff_s`). The probe matters:
   while the server is unreachable the client library retries the stream by itself and the future
   never fails, and a half-open connection (a partition that delivers no FIN or RST) shows no error
   at all. A probe on the same channel fails within `probe_timeout_s` in both cases, so an outage is
@@ -58,24 +58,19 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from datetime import timedelta
+from typing import Any, Callable, Iterable, Mapping
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from actions.errors import code_of
-from actions.retry import backoff_s
-from daemon.clock import Clock
+from daemon.google_errors import code_of
+from daemon.ports import Clock, MessageHandler
+from daemon.retry import backoff_s
 
 LOG = logging.getLogger("rollbackd.pubsub")
 
 API = "pubsub.StreamingPull"
-
-
-class Handle(Protocol):
-    def __call__(self, data: bytes, attributes: dict[str, str], message_id: str, publish_time: datetime,
-                 delivery_attempt: int | None) -> None: ...
 
 
 @dataclass
@@ -95,7 +90,7 @@ class PubSubEventSource:
     """StreamingPull with flow control; ack after `handle` returns, nack if it raises; reconnects."""
 
     def __init__(self, subscriber_client_factory: Callable[[], Any], subscription_path: str, *,
-                 handle: Handle, clock: Clock, rng: random.Random, flow_max_messages: int = 100,
+                 handle: MessageHandler, clock: Clock, rng: random.Random, flow_max_messages: int = 100,
                  flow_max_bytes: int = 10 * 1024 * 1024,
                  on_error: Callable[[str, str], None] | None = None,
                  backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0, stable_after_s: float = 30.0,

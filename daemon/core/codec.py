@@ -137,7 +137,7 @@ def dumps_event(event: Event) -> str:
 
 def format_rfc3339(when: datetime) -> str:
     """RFC 3339 UTC with a Z; microseconds only when present. Same text as
-    `daemon.clock.format_rfc3339`, but always four-digit years, so year 1 still parses back."""
+    `daemon.core.timefmt.format_rfc3339`, but always four-digit years, so year 1 still parses back."""
     when = when.astimezone(timezone.utc)
     text = (f"{when.year:04d}-{when.month:02d}-{when.day:02d}T"
             f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}")

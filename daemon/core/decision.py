@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from daemon.clock import format_rfc3339
+from daemon.core.timefmt import format_rfc3339
 
 # Actions. Every traffic change is "promote" (including the final step to 100%) or "rollback".
 PROMOTE = "promote"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Mapping
 
 from daemon.core import sanity
 from daemon.core.events import Event, Ignored, Rejected
@@ -129,8 +129,3 @@ def parse_line(line: str, *, now: datetime, where: str = "", allow_internal: boo
                ranges: sanity.Ranges = sanity.INTAKE_DEFAULT) -> ParseResult:
     """A recording or journal line (no attributes); a thin convenience over `parse_message`."""
     return parse_message(line, None, now=now, where=where, allow_internal=allow_internal, ranges=ranges)
-
-
-def is_events(result: Any) -> bool:
-    """True when `parse_message` produced events (a list), as opposed to Rejected / Ignored."""
-    return isinstance(result, list)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from daemon.clock import format_rfc3339
 from daemon.core.commands import ANNOTATION_PREFIX, Command, SaveState, SetTraffic
 from daemon.core.decision import Decision
 from daemon.core.events import Rejected
 from daemon.core.rollout import Rollout, ServiceState
+from daemon.core.timefmt import format_rfc3339
 from policies.model import Policy
 
 

@@ -24,7 +24,7 @@ from google.cloud.logging_v2.types import logging as logging_types
 from google.logging.type import http_request_pb2, log_severity_pb2
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from daemon.clock import parse_rfc3339
+from daemon.core.timefmt import parse_rfc3339
 from tests.fakes.wire import FaultPlan, RequestLog, serve, unary
 
 LogEntry = log_entry_types.LogEntry

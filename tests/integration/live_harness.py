@@ -1,6 +1,6 @@
 """Harness for running the live daemon end to end against the fakes (tests, benchmarks, reliability).
 
-The daemon under test is the production `daemon.live.run_live` with the real google-cloud clients:
+The daemon under test is the production `daemon.bootstrap.run_live` with the real google-cloud clients:
 Cloud Run, Monitoring and Logging go to the in-process gRPC fakes (through the `*_endpoint`
 settings), Pub/Sub to the real emulator (PUBSUB_EMULATOR_HOST). Only the clock is virtual, so a
 rollout with 2-minute phases takes seconds.
@@ -46,9 +46,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from daemon.clock import VirtualClock, format_rfc3339, parse_rfc3339
+from daemon.clock import VirtualClock
 from daemon.core.codec import event_to_json
 from daemon.core.events import Metrics
+from daemon.core.timefmt import format_rfc3339, parse_rfc3339
 from daemon.settings import Settings
 from tests.integration.live_traffic import (DEPLOYER, LOCATION, PROJECT, RevisionProfile, TrafficFeeder,
                                             audit_replace_service, latency_histogram, monitoring_sink,
@@ -368,7 +369,7 @@ def http_status(port: int, path: str) -> int:
 
 
 class LiveDaemon:
-    """`daemon.live.run_live` in a background thread: `with LiveDaemon(settings, clock) as d: ...`.
+    """`daemon.bootstrap.run_live` in a background thread: `with LiveDaemon(settings, clock) as d: ...`.
 
     `start()` returns once the daemon has restored state and its health server listens (the
     `on_started` hook). `stop()` asks the loop to finish and waits. The decision log (Cloud Logging
@@ -391,7 +392,7 @@ class LiveDaemon:
         self._started.set()
 
     def _run(self) -> None:
-        from daemon.live import run_live
+        from daemon.bootstrap import run_live
 
         try:
             self.rc = run_live(self.settings, clients=self.clients, out=self.out, clock=self.clock,
@@ -537,7 +538,7 @@ def _main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", required=True)
     run.add_argument("--clock", required=True, help="SharedClock.spec() as JSON")
     args = parser.parse_args(argv)
-    from daemon.live import run_live
+    from daemon.bootstrap import run_live
     from daemon.settings import load_settings
 
     settings = load_settings(args.config, env={})

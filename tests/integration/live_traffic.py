@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from daemon.clock import format_rfc3339
 from daemon.core.events import Metrics
+from daemon.core.timefmt import format_rfc3339
 from detectors.histogram import Histogram
 
 PROJECT = "shop-e2e"

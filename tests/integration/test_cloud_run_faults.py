@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from actions.base import PermanentError, TransientError
 from actions.cloud_run import CloudRunTrafficController
 from daemon.core.commands import SetTraffic
+from daemon.ports import PermanentError, TransientError
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 import pytest
 from google.api_core import exceptions as gexc
 
-from actions.base import ConflictError, ManualChangeError, PermanentError, TransientError
-from actions.errors import translate
-from actions.retry import backoff_s, call_with_retry
 from daemon.clock import VirtualClock
+from daemon.google_errors import translate
+from daemon.ports import ConflictError, ManualChangeError, PermanentError, TransientError
+from daemon.retry import backoff_s, call_with_retry
 
 
 @pytest.mark.parametrize("exc,kind,code", [

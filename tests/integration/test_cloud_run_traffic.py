@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from actions.base import ConflictError, ManualChangeError, PermanentError
 from actions.cloud_run import CloudRunTrafficController
 from daemon.core.commands import DeleteRevision, SetTraffic
+from daemon.ports import ConflictError, ManualChangeError, PermanentError
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from daemon.cli_export import export_main
 from daemon.clock import VirtualClock
 from daemon.core.events import Deploy, Metrics
 from daemon.core.intake import parse_line
 from detectors.histogram import Histogram
-from simulations.export import export_main
 from tests.fakes.cloud_run import CloudRunFake
 from tests.fakes.monitoring import FakeMonitoring
 

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from google.cloud import pubsub_v1
 
-from actions.base import PermanentError
 from actions.notify import LogNotifier, PubSubNotifier, make_publisher
 from daemon.core.commands import Notify
+from daemon.ports import PermanentError
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from daemon.clock import format_rfc3339
+from daemon.bootstrap import build
 from daemon.core.events import Command, Deploy, Event, Tick
-from daemon.engine import Engine
+from daemon.core.timefmt import format_rfc3339
 from policies import load_default_policy
 from simulations.replay import Replayer
 from simulations.sandbox_cloud import SimulatedCloudRun
@@ -59,8 +59,8 @@ class World:
             self.cloud.ensure_service(service, project=PROJECT, location=LOCATION, labels={"rollbackd": "enabled"})
             self.cloud.deploy(service, canary, baseline=base)
         self._decisions: list[Any] = []  # every decision, whichever path (feed, dispatcher) made it
-        engine = Engine(policy=lambda: self.policy, traffic=traffic(self.cloud) if traffic else self.cloud,
-                        notifier=self.notes, clock=None, on_decision=self._decisions.append, **engine_kwargs)
+        engine = build("replay", policy=lambda: self.policy, traffic=traffic(self.cloud) if traffic else self.cloud,
+                       notifier=self.notes, clock=None, on_decision=self._decisions.append, **engine_kwargs)
         self.engine = engine
         self.replayer = Replayer(self.policy, cloud=self.cloud, engine=engine)
         healthy = replace(get_scenario("S0-aa-clean"), schedule=((5, 10), (25, 15), (50, None)))

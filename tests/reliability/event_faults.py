@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from daemon.clock import format_rfc3339, parse_rfc3339
 from daemon.core.codec import event_to_json
+from daemon.core.timefmt import format_rfc3339, parse_rfc3339
 from simulations.scenarios import MinuteRecord, generate, get_scenario
 
 START = datetime.fromisoformat("2026-11-24T14:00:00+00:00")  # a Tuesday: no freeze window

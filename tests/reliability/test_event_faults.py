@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from daemon.bootstrap import engine_factory
 from policies import load_default_policy
 from simulations.replay import replay_file
 from tests.reliability.event_faults import (FAULTS, TIMELY, Delivery, all_faults, clean_recording,
                                             laced_with_garbage)
 
+REPLAY = engine_factory("replay")
 SKEW_FAULTS = ("clock-skew-plus-2m", "clock-skew-minus-2m")
 DEFAULT_SEEDS = range(3)
 SLOW_SEEDS = range(100, 130)
@@ -51,7 +53,7 @@ def decisions_by_service(result) -> dict[str, list[str]]:
 
 def expected_for(clean: list[Delivery], kind: str, tmp_path: Path, policy) -> dict[str, list[str]]:
     if kind not in _EXPECTED:
-        _EXPECTED[kind] = decisions_by_service(replay_file(write(tmp_path / f"clean-{kind}.jsonl", clean), policy))
+        _EXPECTED[kind] = decisions_by_service(replay_file(write(tmp_path / f"clean-{kind}.jsonl", clean), policy, build_engine=REPLAY))
     return _EXPECTED[kind]
 
 
@@ -61,7 +63,7 @@ def check_fault(fault: str, seed: int, tmp_path: Path, policy) -> None:
     expected = expected_for(clean, "timely" if timely else "all", tmp_path, policy)
     faulty = (all_faults if fault == "all" else FAULTS[fault])(clean, random.Random(seed))
     assert faulty != clean, "the fault changed nothing: the test would prove nothing"
-    result = replay_file(write(tmp_path / f"{fault}-{seed}.jsonl", faulty), policy)
+    result = replay_file(write(tmp_path / f"{fault}-{seed}.jsonl", faulty), policy, build_engine=REPLAY)
     got = decisions_by_service(result)
     assert got == expected, f"{fault} (seed {seed}) changed the decisions"
 
@@ -70,7 +72,7 @@ def test_clean_recording_has_a_story(tmp_path: Path, policy) -> None:
     """Sanity: the clean recording promotes one canary to 100% and rolls back the bad ones."""
     for services in (None, TIMELY):
         clean = clean_recording() if services is None else clean_recording(services=services)
-        result = replay_file(write(tmp_path / "clean.jsonl", clean), policy)
+        result = replay_file(write(tmp_path / "clean.jsonl", clean), policy, build_engine=REPLAY)
         final = {d.service: (d.action, d.canary_percent_after) for d in result.decisions}
         assert final["checkout"] == ("promote", 100)
         assert final["payments"] == ("rollback", 0)
@@ -96,9 +98,9 @@ def test_skew_beyond_the_grace_period_is_never_a_promotion(tmp_path: Path, polic
     ahead can pass the 5-minute grace, and such a minute is evaluated as missing. That may delay a
     decision, but never adds a promotion or a traffic increase."""
     clean = clean_recording()
-    expected = replay_file(write(tmp_path / "clean.jsonl", clean), policy)
+    expected = replay_file(write(tmp_path / "clean.jsonl", clean), policy, build_engine=REPLAY)
     skewed = replay_file(write(tmp_path / "skewed.jsonl", FAULTS["clock-skew-plus-2m"](clean, random.Random(1))),
-                         policy)
+                         policy, build_engine=REPLAY)
     for service in ("checkout", "payments", "search"):
         before = [d for d in expected.decisions if d.service == service]
         after = [d for d in skewed.decisions if d.service == service]
@@ -118,7 +120,7 @@ def check_garbage(seed: int, tmp_path: Path, policy) -> int:
     assert garbage > 0
     path = tmp_path / f"garbage-{seed}.jsonl"
     path.write_text("\n".join(laced) + "\n", encoding="utf-8")
-    result = replay_file(str(path), policy)
+    result = replay_file(str(path), policy, build_engine=REPLAY)
     assert decisions_by_service(result) == expected, f"garbage (seed {seed}) changed the decisions"
     assert all(rejected.reason for _, rejected in result.rejected), "a rejection without a reason"
     blank = sum(1 for line in laced if not line.strip())

@@ -2,7 +2,7 @@
 
 The replay variant is tests/reliability/test_event_faults.py; this one feeds the same recordings
 (`tests.reliability.event_faults`: three interleaved rollouts, one promoted, two rolled back) to the
-production `daemon.live.run_live` with the real google-cloud clients: every event is published to
+production `daemon.bootstrap.run_live` with the real google-cloud clients: every event is published to
 the Pub/Sub emulator and reaches the daemon through StreamingPull, the Dispatcher and the Engine;
 traffic changes go to the Cloud Run gRPC fake, error logs to the Logging fake. metrics_mode is
 "pubsub" (metrics events arrive on Pub/Sub), the policy is the bundled default one, as in replay.
@@ -48,6 +48,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from daemon.bootstrap import engine_factory
 from daemon.clock import VirtualClock
 from policies import load_default_policy
 from simulations.replay import replay_file
@@ -56,6 +57,7 @@ from tests.integration.live_harness import (Fakes, LiveDaemon, Publisher, Topics
 from tests.reliability.event_faults import (FAULTS, MINUTE, TIMELY, Delivery, all_faults, clean_recording)
 from tests.reliability.test_event_faults import SKEW_FAULTS, decisions_by_service, write
 
+REPLAY = engine_factory("replay")
 LOSE_ACK_P = 0.2  # share of messages whose first ack is lost (real redelivery)
 REAL_REDELIVERY = ("redelivery-after-ack-deadline", "all")
 HANDLE_TIMEOUT_S = 30.0  # wall time for one instant's messages to be handled (a hang fails, not blocks)
@@ -219,7 +221,7 @@ def clean_for(fault: str) -> tuple[list[Delivery], str]:
 def expected(clean: list[Delivery], kind: str, tmp: Path, policy: Any) -> dict[str, list[str]]:
     """The clean replay's decisions (per service, trigger dropped), computed once per recording."""
     if kind not in _EXPECTED:
-        _EXPECTED[kind] = decisions_by_service(replay_file(write(tmp / f"clean-{kind}.jsonl", clean), policy))
+        _EXPECTED[kind] = decisions_by_service(replay_file(write(tmp / f"clean-{kind}.jsonl", clean), policy, build_engine=REPLAY))
     return _EXPECTED[kind]
 
 

@@ -128,7 +128,7 @@ def trial(seed: int, pubsub_emulator: str, tmp: Path) -> list[str]:
 
 
 def _t(stamp: str) -> float:
-    from daemon.clock import parse_rfc3339
+    from daemon.core.timefmt import parse_rfc3339
 
     return parse_rfc3339(stamp).timestamp()
 

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from daemon.bootstrap import engine_factory
 from daemon.core.events import Deploy, Metrics, Tick
 from policies import load_default_policy
 from simulations.replay import Replayer
 from simulations.scenarios import generate, get_scenario
 
+REPLAY = engine_factory("replay")
 START = datetime.fromisoformat("2026-11-24T14:00:00+00:00")
 # Healthy A/A; open loop, so the split stays at 50% after phase 3 (both arms keep reporting however
 # long a gap delays the rollout).
@@ -43,7 +45,7 @@ def run(policy: Any, gap: tuple[int, int] | None, arms: tuple[str, ...] = ("cana
         minutes: int = 90) -> tuple[Replayer, Notes]:
     """Replay the healthy rollout with the arms' metrics removed for minutes [gap[0], gap[1])."""
     notes = Notes()
-    replayer = Replayer(policy, engine_kwargs={"notifier": notes})
+    replayer = Replayer(policy, engine_kwargs={"notifier": notes}, build_engine=REPLAY)
     records = generate(SCENARIO, np.random.default_rng(11), minutes, START)
     replayer.feed(Deploy(time=START, service=SCENARIO.service, revision=SCENARIO.canary_revision,
                          baseline=SCENARIO.baseline_revision, canary_percent=0, principal="ci@example.com"))

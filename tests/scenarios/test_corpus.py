@@ -14,11 +14,14 @@ import sys
 
 import pytest
 
+from daemon.bootstrap import engine_factory
 from policies import load_default_policy
 from simulations.backtest import rows_from_result, run_backtest
 from simulations.corpus_lines import GARBAGE
 from simulations.replay import decision_line, replay_file
 
+BACKTEST = engine_factory("backtest")
+REPLAY = engine_factory("replay")
 # The console-script entry point (`rollbackd` = daemon.cli:main), not `python -m daemon.cli`.
 CLI = [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main())"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,7 +41,7 @@ def policy():
 
 
 def _decisions(path: str, policy) -> list[str]:
-    result = replay_file(path, policy)
+    result = replay_file(path, policy, build_engine=REPLAY)
     return [decision_line(d, "x") for d in result.decisions]
 
 
@@ -52,7 +55,7 @@ def test_corpus_is_big_enough():
 def test_recording_reaches_expected_outcome(name, policy, request):
     if name in KNOWN_ISSUES:
         request.applymarker(pytest.mark.xfail(reason=KNOWN_ISSUES[name], strict=True))
-    result = replay_file(os.path.join(CORPUS, name), policy)
+    result = replay_file(os.path.join(CORPUS, name), policy, build_engine=REPLAY)
     got = {row.service: row.outcome for row in rows_from_result(result)}
     assert got == EXPECTED[name]
 
@@ -91,7 +94,7 @@ def test_variants_really_are_quirky(policy):
     assert len(lines) > len(set(lines)), "some lines are delivered twice"
     times = [json.loads(line)["time"] for line in lines if '"type":"metrics"' in line]
     assert times != sorted(times), "some metrics arrive out of order"
-    garbage = replay_file(os.path.join(CORPUS, "errors-garbage.jsonl"), policy)
+    garbage = replay_file(os.path.join(CORPUS, "errors-garbage.jsonl"), policy, build_engine=REPLAY)
     assert len(garbage.rejected) >= len(GARBAGE) - 1  # the revision-less deploy is refused by the core
     assert all(number > 2 for number, _ in garbage.rejected)
 
@@ -111,7 +114,7 @@ def test_backtest_of_the_corpus_passes_through_the_cli():
 
 
 def test_backtest_of_the_whole_corpus_breaks_only_known_issues(policy):
-    report = run_backtest([CORPUS], policy, workers=2)
+    report = run_backtest([CORPUS], policy, workers=2, build_engine=BACKTEST)
     broken = {problem.split(" ", 1)[0] for problem in report.problems}
     assert broken == set(KNOWN_ISSUES)
     assert not report.errors

@@ -7,13 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.clock import parse_rfc3339
+from daemon.bootstrap import engine_factory
+from daemon.core.timefmt import parse_rfc3339
 
 from daemon import cli
 from policies import load_default_policy
 from simulations.replay import decision_line, replay_file
 from simulations.simulate import simulate_file
 
+REPLAY = engine_factory("replay")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIOS = os.path.join(ROOT, "simulations", "scenarios")
 FRIDAY = """name: friday-evening
@@ -51,8 +53,8 @@ def _canary_share(lines, after):
 
 
 def test_good_and_bad_canaries(policy):
-    assert _outcome(simulate_file(os.path.join(SCENARIOS, "good-canary.yaml"), policy)) == "completed"
-    bad = simulate_file(os.path.join(SCENARIOS, "bad-canary.yaml"), policy)
+    assert _outcome(simulate_file(os.path.join(SCENARIOS, "good-canary.yaml"), policy, build_engine=REPLAY)) == "completed"
+    bad = simulate_file(os.path.join(SCENARIOS, "bad-canary.yaml"), policy, build_engine=REPLAY)
     assert _outcome(bad) == "rolled-back"
     rollback = [d for d in bad.decisions if d.action == "rollback"][0]
     # Closed loop: once rolled back, the canary gets no traffic, so no canary point is written.
@@ -63,7 +65,7 @@ def test_good_and_bad_canaries(policy):
 def test_requests_follow_a_held_rollout(policy, tmp_path):
     scenario = tmp_path / "friday.yaml"
     scenario.write_text(FRIDAY)
-    result = simulate_file(str(scenario), policy)
+    result = simulate_file(str(scenario), policy, build_engine=REPLAY)
     assert [d.action for d in result.decisions] == ["promote", "hold"]
     # Held at 5% by the weekend freeze: the canary keeps getting ~5% of requests, not the schedule's 50%.
     assert 0.03 < _canary_share(result.lines, "2025-03-07T23:10:00Z") < 0.07
@@ -71,16 +73,16 @@ def test_requests_follow_a_held_rollout(policy, tmp_path):
 
 def test_recording_replays_to_the_same_decisions(policy, tmp_path):
     out = tmp_path / "sim.jsonl"
-    result = simulate_file(os.path.join(SCENARIOS, "slow-leak.yaml"), policy, record=str(out))
-    replayed = replay_file(str(out), policy)
+    result = simulate_file(os.path.join(SCENARIOS, "slow-leak.yaml"), policy, record=str(out), build_engine=REPLAY)
+    replayed = replay_file(str(out), policy, build_engine=REPLAY)
     expected = [decision_line(d, "x") for d in result.decisions]
     assert [decision_line(d, "x") for d in replayed.decisions] == expected
 
 
 def test_seed_changes_data_and_is_deterministic(policy):
     path = os.path.join(SCENARIOS, "good-canary.yaml")
-    assert simulate_file(path, policy, seed=7).lines == simulate_file(path, policy, seed=7).lines
-    assert simulate_file(path, policy, seed=7).lines != simulate_file(path, policy, seed=8).lines
+    assert simulate_file(path, policy, seed=7, build_engine=REPLAY).lines == simulate_file(path, policy, seed=7, build_engine=REPLAY).lines
+    assert simulate_file(path, policy, seed=7, build_engine=REPLAY).lines != simulate_file(path, policy, seed=8, build_engine=REPLAY).lines
 
 
 def test_cli(capsys, tmp_path):

@@ -11,12 +11,14 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 from daemon import cli
+from daemon.bootstrap import engine_factory
 from daemon.cli import main
 from policies import default_policy_path, load_default_policy
 from policies.loader import load_policy
 from simulations.backtest import (BacktestError, collect_files, load_expectations, outcome_of_status,
                                   run_backtest)
 
+BACKTEST = engine_factory("backtest")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "simulations", "recordings")
 FILES = ("healthy-promoted.jsonl", "errors-x5.jsonl", "multi-service.jsonl", "freeze-friday.jsonl")
@@ -45,7 +47,7 @@ def test_outcome_names():
 
 
 def test_one_row_per_recording_and_service(corpus):
-    report = run_backtest([str(corpus)], load_default_policy(), workers=1)
+    report = run_backtest([str(corpus)], load_default_policy(), workers=1, build_engine=BACKTEST)
     got = {(r.recording, r.service): r for r in report.rows}
     assert set(got) == {("healthy-promoted.jsonl", "checkout"), ("errors-x5.jsonl", "checkout"),
                         ("multi-service.jsonl", "checkout"), ("multi-service.jsonl", "payments"),
@@ -61,8 +63,8 @@ def test_one_row_per_recording_and_service(corpus):
 
 def test_pool_gives_the_same_rows_as_serial(corpus):
     policy = load_default_policy()
-    serial = run_backtest([str(corpus)], policy, workers=1).rows
-    parallel = run_backtest([str(corpus)], policy, workers=2).rows
+    serial = run_backtest([str(corpus)], policy, workers=1, build_engine=BACKTEST).rows
+    parallel = run_backtest([str(corpus)], policy, workers=2, build_engine=BACKTEST).rows
     assert [r.to_json() for r in serial] == [r.to_json() for r in parallel]
 
 

@@ -6,16 +6,18 @@ import json
 import numpy as np
 import pytest
 
+from daemon.bootstrap import engine_factory
 from simulations import benchmark
 from simulations.scenario_model import catalogue
 
+BENCHMARK = engine_factory("benchmark")
 FIELDS = {"scenario", "method", "runs", "false_rollback_rate", "clopper_pearson_upper95", "detection_rate",
           "ttd_median_min", "ttd_p90_min", "oracle_ratio", "harm_requests"}
 
 
 def test_tiny_benchmark_writes_valid_outputs(tmp_path):
     names = ["S0-aa-clean", "S4-errors-x20"]
-    benchmark.main(["--out", str(tmp_path), "--runs", "3", "--workers", "1"] + sum((["--scenario", n] for n in names), []))
+    benchmark.main(["--out", str(tmp_path), "--runs", "3", "--workers", "1"] + sum((["--scenario", n] for n in names), []), build_engine=BENCHMARK)
     data = json.loads((tmp_path / "results.json").read_text())
     rows = data["rows"]
     assert len(rows) == len(names) * len(benchmark.METHODS)
@@ -38,8 +40,8 @@ def test_tiny_benchmark_writes_valid_outputs(tmp_path):
 
 def test_chunks_are_seeded_independently_of_workers():
     task = ("S4-errors-x5", 0, 50, 0)
-    a = benchmark.run_chunk(task)[2]["rollback_at"]
-    b = benchmark.run_chunk(task)[2]["rollback_at"]
+    a = benchmark.run_chunk(task, build_engine=BENCHMARK)[2]["rollback_at"]
+    b = benchmark.run_chunk(task, build_engine=BENCHMARK)[2]["rollback_at"]
     for method in a:
         assert np.array_equal(a[method], b[method], equal_nan=True)
 
@@ -53,7 +55,7 @@ def test_plan_sizes():
 
 def test_unknown_scenario_is_a_clear_cli_error(capsys):
     with pytest.raises(SystemExit) as info:
-        benchmark.main(["--out", "x", "--scenario", "S99"])
+        benchmark.main(["--out", "x", "--scenario", "S99"], build_engine=BENCHMARK)
     assert info.value.code == 2
     assert "unknown scenario 'S99'" in capsys.readouterr().err
     assert "S0-aa-clean" in catalogue()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors import bucketshare, rate
+from detectors import rate
 from detectors.combine import split_alpha
 from detectors.histogram import Histogram
 from detectors.latency import (count_above_pessimistic, count_at_or_above, mann_whitney_buckets,
@@ -155,32 +155,6 @@ def test_quantile_bucket_edge() -> None:
     assert quantile_bucket_edge(h, 0.5) == 10.0
     assert quantile_bucket_edge(h, 0.99) == 50.0
     assert quantile_bucket_edge(Histogram.explicit([10], [5, 0]), 0.5) is None
-
-
-def test_bucket_share_minute_matches_binomial_closed_form() -> None:
-    scores = np.array([-0.8, 0.0, 0.9])
-    c, b = np.array([3.0, 5.0, 4.0]), np.array([40.0, 30.0, 10.0])
-    pi = c.sum() / (c.sum() + b.sum())
-    for delta in (0.2, 1.6):
-        q = 1 / (1 + np.exp(-(math.log(pi / (1 - pi)) + delta * scores)))
-        expected = sum(math.log(stats.binom.pmf(c[k], c[k] + b[k], q[k]) / stats.binom.pmf(c[k], c[k] + b[k], pi))
-                       for k in range(3))
-        got = bucketshare.minute_log_lr(scores, c, b, np.array([delta]))[0]
-        assert got == pytest.approx(expected, rel=1e-9)
-
-
-def test_bucket_share_state_matches_array_and_detects_a_shift() -> None:
-    edges = LAYOUTS["exponential"]
-    rng = np.random.default_rng(9)
-    base = np.stack([binned(rng.lognormal(math.log(100), 0.6, 900), edges) for _ in range(10)])
-    slow = np.stack([binned(rng.lognormal(math.log(130), 0.6, 100), edges) for _ in range(10)])
-    scores = bucketshare.wilcoxon_scores(base[0])
-    state = bucketshare.BucketShareState.start(scores)
-    for t in range(10):
-        state = state.update(slow[t], base[t])
-    trace = bucketshare.log_e_process_array(scores, slow, base)
-    assert state.log_e == pytest.approx(trace[-1], rel=1e-9)
-    assert state.e_value > 100
 
 
 # --- utilisation ------------------------------------------------------------------------------------

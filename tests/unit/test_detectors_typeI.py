@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from detectors import bucketshare, rate
+from detectors import rate
 from detectors.latency import mann_whitney_buckets
 from detectors.ratio import RatioSpec, log_e_process_array
 
@@ -68,24 +68,6 @@ def test_level_e_process_type_one_error(seed: int) -> None:
 @pytest.mark.parametrize("r0,cap_share", [(1.0, None), (1.25, 0.5), (2.0, None)])
 def test_ratio_e_process_type_one_error_with_phase_changes_and_drift(r0: float, cap_share: float | None) -> None:
     assert ratio_rejections(2000, 11, r0, cap_share) <= ALPHA + slack(2000)
-
-
-def test_bucket_share_type_one_error() -> None:
-    runs, looks = 600, 30
-    rng = np.random.default_rng(21)
-    edges = 1.4 ** np.arange(41)
-    lower, upper = np.concatenate(([0.0], edges)), np.concatenate((edges, [np.inf]))
-    from scipy import stats
-    cdf = stats.lognorm(0.596, scale=100.0).cdf
-    probs = cdf(upper) - cdf(lower)
-    probs /= probs.sum()
-    n_c = rng.poisson(30, (runs, looks))
-    n_b = rng.poisson(570, (runs, looks))
-    c = rng.multinomial(n_c, probs)
-    b = rng.multinomial(n_b, probs)
-    scores = bucketshare.wilcoxon_scores(probs * 1000)
-    log_e = bucketshare.log_e_process_array(scores, c, b)
-    assert float((log_e >= math.log(1 / ALPHA)).any(axis=1).mean()) <= ALPHA + slack(runs)
 
 
 def test_naive_peeking_fails_the_same_check() -> None:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from daemon.clock import VirtualClock
 from daemon.core.commands import ANNOTATION_PREFIX as P
 from daemon.core.events import ActionApplied, Alert, Command, Deploy, Tick
+from daemon.bootstrap import build
 from daemon.engine import Engine
 from policies import load_default_policy
 from simulations.sandbox_cloud import SimulatedCloudRun
@@ -21,7 +22,7 @@ SRE = "sre@olympuscloud.ai"
 def engine() -> tuple[Engine, SimulatedCloudRun, VirtualClock]:
     clock = VirtualClock(T0)
     cloud = SimulatedCloudRun()
-    return Engine(policy=lambda: POLICY, traffic=cloud, clock=clock), cloud, clock
+    return build("replay", policy=lambda: POLICY, traffic=cloud, clock=clock), cloud, clock
 
 
 def p0(state: str, at: datetime, **extra: object) -> Alert:
@@ -68,7 +69,7 @@ def test_the_gate_survives_a_restart() -> None:
     eng, cloud, clock = engine()
     eng.submit(Deploy(time=T0, service="api", revision="api-2", baseline="api-1", project="p", location="l"))
     eng.submit(p0("open", T0 + timedelta(minutes=1), severity="critical"))
-    fresh = Engine(policy=lambda: POLICY, traffic=cloud, clock=clock)
+    fresh = build("replay", policy=lambda: POLICY, traffic=cloud, clock=clock)
     fresh.read_back(cloud.list_services(), "restore")
     assert fresh.blocking == {"inc-db": "inc-db"}
     clock.advance_to(T0 + timedelta(minutes=30))

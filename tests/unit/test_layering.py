@@ -1,5 +1,6 @@
 """The pure core stays pure: daemon/core, detectors and policies import nothing from google, start
-no threads and never read the clock. `rollbackd --help` and `replay` stay free of Google clients."""
+no threads and never read the clock. `rollbackd --help` and `replay` stay free of Google clients.
+The layer contract (import-linter, pyproject.toml) holds, and only the bootstrap builds an Engine."""
 from __future__ import annotations
 
 import ast
@@ -57,3 +58,26 @@ def test_cli_help_and_replay_do_not_import_google() -> None:
             "bad = sorted(m for m in sys.modules if m.startswith(('google.cloud', 'grpc')) ); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_import_contract_holds() -> None:
+    """The layers in pyproject.toml ([tool.importlinter]): core < ports < engine | adapters | actions |
+    simulations < bootstrap < cli, imports inside functions included. Fails `make test` when broken."""
+    lint = pathlib.Path(sys.executable).with_name("lint-imports")
+    command = [str(lint)] if lint.exists() else [sys.executable, "-m", "importlinter.cli"]
+    out = subprocess.run(command + ["--no-cache"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_only_the_bootstrap_builds_an_engine() -> None:
+    """Every mode (live, sandbox, replay, backtest, benchmarks, tests) gets its Engine from
+    `daemon.bootstrap.build`: the adapters are chosen in one place."""
+    problems = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in (".venv", "build") or rel.as_posix() == "daemon/bootstrap.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "Engine":
+                problems.append(f"{rel}:{node.lineno} builds an Engine")
+    assert not problems, "\n".join(problems)

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from daemon.bootstrap import engine_factory
 from policies import load_default_policy
+from simulations.replay import replay_file
 from simulations.report import render_report, write_report
 from simulations.report_data import wilson
 from simulations.report_plots import BASELINE, CANARY
-from simulations.replay import replay_file
 
+REPLAY = engine_factory("replay")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "simulations", "recordings")
 
@@ -29,7 +31,7 @@ def policy():
 
 @pytest.fixture(scope="module")
 def errors_result(policy):
-    return replay_file(os.path.join(CORPUS, "errors-x5.jsonl"), policy, keep_journal=True)
+    return replay_file(os.path.join(CORPUS, "errors-x5.jsonl"), policy, keep_journal=True, build_engine=REPLAY)
 
 
 def test_report_is_self_contained_with_every_section(errors_result, policy):
@@ -49,7 +51,7 @@ def test_report_is_deterministic(errors_result, policy):
 
 
 def test_report_covers_every_service_of_a_multi_service_recording(policy):
-    result = replay_file(os.path.join(CORPUS, "multi-service.jsonl"), policy, keep_journal=True)
+    result = replay_file(os.path.join(CORPUS, "multi-service.jsonl"), policy, keep_journal=True, build_engine=REPLAY)
     page = render_report(result, policy)
     for service in ("checkout", "payments", "search"):
         assert f"id='svc-{service}'" in page

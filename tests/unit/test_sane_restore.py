@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from actions.base import ApplyResult, ServiceView, TrafficEntry
+from daemon.ports import ApplyResult, ServiceView, TrafficEntry
+from daemon.bootstrap import build
 from daemon.engine import Engine
 from daemon.clock import VirtualClock
 from daemon.live import restore, resync
@@ -36,7 +37,7 @@ class Traffic:
 
 
 def engine() -> Engine:
-    return Engine(policy=lambda: POLICY, traffic=None, clock=VirtualClock(NOW))
+    return build("replay", policy=lambda: POLICY, traffic=None, clock=VirtualClock(NOW))
 
 
 class DecisionLog:

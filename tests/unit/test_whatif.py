@@ -6,11 +6,13 @@ import os
 
 import pytest
 
+from daemon.bootstrap import engine_factory
 from policies import default_policy_path, load_default_policy
 from policies.loader import load_policy
 from simulations.replay import replay_file
 from simulations.whatif import compare_replays, deciding_criteria
 
+REPLAY = engine_factory("replay")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDING = os.path.join(ROOT, "simulations", "recordings", "errors-x5.jsonl")
 TUNED = os.path.join(ROOT, "policies", "examples", "tuned.yaml")
@@ -18,12 +20,12 @@ TUNED = os.path.join(ROOT, "policies", "examples", "tuned.yaml")
 
 @pytest.fixture(scope="module")
 def pair():
-    return replay_file(RECORDING, load_policy(TUNED)), replay_file(RECORDING, load_default_policy())
+    return replay_file(RECORDING, load_policy(TUNED), build_engine=REPLAY), replay_file(RECORDING, load_default_policy(), build_engine=REPLAY)
 
 
 def test_same_policy_has_no_differences():
     policy = load_default_policy()
-    a, b = replay_file(RECORDING, policy), replay_file(RECORDING, policy)
+    a, b = replay_file(RECORDING, policy, build_engine=REPLAY), replay_file(RECORDING, policy, build_engine=REPLAY)
     text = compare_replays(a, b, new_name="a", old_name="b")
     assert "same decisions" in text and "*" not in text
     row = json.loads(compare_replays(a, b, new_name="a", old_name="b", as_json=True))

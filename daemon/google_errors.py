@@ -1,4 +1,4 @@
-"""Translation of google.api_core exceptions into rollbackd's action errors.
+"""Translation of google.api_core exceptions into rollbackd's action errors (`daemon.ports`).
 
 Every real adapter (Cloud Run, Cloud Logging, Pub/Sub notifications) calls Google through
 `translate()` or the `guarded()` helper, so the rest of rollbackd sees only three kinds of failure:
@@ -10,7 +10,7 @@ Every real adapter (Cloud Run, Cloud Logging, Pub/Sub notifications) calls Googl
   UNAUTHENTICATED and everything else): the rollout halts and a human is told.
 
 Each error carries the API name and a status-code name, the labels of the Prometheus counter of
-Cloud API errors; `actions.retry` reports them through its `on_error(api, code)` hook.
+Cloud API errors; `daemon.retry` reports them through its `on_error(api, code)` hook.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Callable, TypeVar
 
 from google.api_core import exceptions as gexc
 
-from actions.base import ActionError, ConflictError, PermanentError, TransientError
+from daemon.ports import ActionError, ConflictError, PermanentError, TransientError
 
 T = TypeVar("T")
 ErrorHook = Callable[[str, str], None]

@@ -1,13 +1,15 @@
 """The one retry helper: full-jitter exponential backoff within a bounded time budget.
 
-Every adapter that calls Google (Cloud Run, Logging, Pub/Sub notifications) retries through
-`call_with_retry`, so the policy lives in one place. It sleeps only through the `Clock` it is given
-(`daemon.clock`), so tests and the sandbox drive it with a `VirtualClock` and never wait; the jitter
-comes from the seeded `random.Random` passed in, so a replay backs off identically.
+Every adapter that calls Google (Cloud Run, Logging, Pub/Sub notifications, Cloud Monitoring, the
+Pub/Sub source's reconnects) retries through `call_with_retry` or `backoff_s`, so the policy lives in
+one place: here, below `actions/` and `daemon/adapters/`, which must not import each other. It sleeps
+only through the `Clock` it is given (`daemon.ports.Clock`), so tests and the sandbox drive it with a
+`VirtualClock` and never wait; the jitter comes from the seeded `random.Random` passed in, so a
+replay backs off identically.
 
 Only `TransientError` is retried. `ConflictError`, `ManualChangeError` and `PermanentError` leave at
 once: a conflict needs a re-read and a re-decision by the caller, not a blind retry. Raw
-google.api_core exceptions raised by `fn` are translated first (`actions.errors.translate`).
+google.api_core exceptions raised by `fn` are translated first (`daemon.google_errors.translate`).
 """
 from __future__ import annotations
 
@@ -15,9 +17,8 @@ import random
 from datetime import timedelta
 from typing import Callable, NoReturn, TypeVar
 
-from actions.base import ActionError, ManualChangeError, TransientError
-from actions.errors import ErrorHook, translate
-from daemon.clock import Clock
+from daemon.google_errors import ErrorHook, translate
+from daemon.ports import ActionError, Clock, ManualChangeError, TransientError
 
 T = TypeVar("T")
 

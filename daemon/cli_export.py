@@ -11,8 +11,9 @@ metrics come from the daemon's own `MonitoringCollector.backfill`, so an export 
 the live daemon would have seen (same grouped calls, same settle rule). `--endpoint` and
 `--endpoint-run` point the real clients at a plaintext gRPC server (the tests' fakes).
 
-Called by the CLI (`daemon.cli` registers the subcommand) with `export_main(argv, out, err)`.
-Every failure is one line on `err` and exit status 2, never a traceback.
+Called by the CLI (`daemon.cli_tools` registers the subcommand) with `export_main(argv, out, err)`.
+Every failure is one line on `err` and exit status 2, never a traceback. It lives with the CLI, not
+in simulations/, because it drives the production Cloud Monitoring adapter and the real clients.
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Sequence, TextIO
 
-from actions.base import ActionError
-from daemon.clock import Clock, SystemClock, format_rfc3339, parse_rfc3339
+from daemon.clock import SystemClock
 from daemon.core.codec import dumps_event
 from daemon.core.events import Deploy
+from daemon.core.timefmt import format_rfc3339, parse_rfc3339
+from daemon.ports import ActionError, Clock
 
 EXIT_OK, EXIT_ERROR = 0, 2
 _ENDPOINT = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
@@ -115,7 +117,7 @@ def _deploy(args: argparse.Namespace, start: datetime, end: datetime, clock: Clo
     common = dict(service=args.service, project=args.project, location=args.location, canary_percent=0)
     if args.canary:
         return Deploy(time=start, revision=_short(args.canary), baseline=_short(args.baseline), **common)
-    from actions.retry import call_with_retry
+    from daemon.retry import call_with_retry
 
     client = _run_client(args.endpoint_run)
     parent = f"projects/{args.project}/locations/{args.location}/services/{args.service}"
