@@ -67,6 +67,11 @@ _HINT = re.compile(rf"""(?i)PRIVATE KEY|authorization|cookie|(?:bearer|basic|dig
                    rf"""|eyj|gh[pousr]_|github_pat_|xox[abposr]-|_live_|_test_""")
 
 
+# A mapping key naming a secret: its string value is masked whole (`{"token": "abc"}` in a labels
+# map has no `token=` for the text patterns to see).
+_SECRET_KEY = re.compile(rf"(?i)(?:[A-Za-z0-9_.\-/]*[_.\-/])?(?:{_NAMES}|(?:proxy-)?authorization|cookie|set-cookie)")
+
+
 def _masked(value: str) -> str:
     if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) >= 2:
         return value[0] + MARK + value[0]
@@ -89,11 +94,14 @@ def redact(text: str) -> str:
 
 def redact_json(value: Any) -> Any:
     """A copy of a JSON-like value (dicts, lists, tuples, strings, numbers) with every string,
-    mapping keys included, redacted. Other values are returned as they are."""
+    mapping keys included, redacted, and the string value of a key that names a secret (`token`,
+    `x-api-key`, `db.password`, `authorization`...) masked whole. Other values are kept."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {redact(k) if isinstance(k, str) else k: redact_json(v) for k, v in value.items()}
+        return {redact(k) if isinstance(k, str) else k:
+                MARK if isinstance(k, str) and isinstance(v, str) and v and _SECRET_KEY.fullmatch(k)
+                else redact_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_json(v) for v in value]
     return value

@@ -91,6 +91,15 @@ def test_redact_json_masks_values_and_keys_and_keeps_the_shape() -> None:
     assert out["n"] == 3 and out["ok"] is True and out["none"] is None and out["criteria"][1] == 1.5
 
 
+def test_values_under_secret_keys_are_masked_whole() -> None:
+    labels = {"token": "abc", "x-api-key": "k1", "db.password": "p1", "Authorization": "Basic xyz",
+              "team": "payments", "key_metrics": "kept", "monkey": "kept2", "count": 3}
+    out = redact_json({"labels": labels})["labels"]
+    assert out == {"token": MARK, "x-api-key": MARK, "db.password": MARK, "Authorization": MARK,
+                   "team": "payments", "key_metrics": "kept", "monkey": "kept2", "count": 3}
+    assert might_hold_secret(json.dumps({"labels": labels}))
+
+
 def test_serialised_precheck_allows_for_json_escapes() -> None:
     record = {"m": 'password\t= "hunter22"', "n": 'Bearer\ttok-1234567890', "p": "x\n" + PEM}
     assert might_hold_secret(json.dumps(record))
