@@ -55,6 +55,7 @@ SECRETS = {
     "pause reason": "PauseReasonPass333",
     "resume reason": "ResumeReasonTok333",
     "refused reason": "RefusedBearer333",
+    "abort reason": "AbortClientSecret333",
     "incident summary": "IncidentPassw0rd444",
     "not json": "GarbageApiKey444",
     "service label": "SvcLabelKey555",
@@ -87,8 +88,8 @@ def deploy_entry(clock: SharedClock) -> dict:
     return entry
 
 
-def command(clock: SharedClock, action: str, by: str, reason: str) -> dict:
-    return {"type": "command", "time": clock.now().isoformat().replace("+00:00", "Z"), "service": "checkout",
+def command(clock: SharedClock, action: str, by: str, reason: str, service: str = "checkout") -> dict:
+    return {"type": "command", "time": clock.now().isoformat().replace("+00:00", "Z"), "service": service,
             "action": action, "by": by, "reason": reason}
 
 
@@ -133,7 +134,8 @@ def test_no_seeded_credential_reaches_any_output(pubsub_emulator: str, tmp_path:
         topics = Topics.create("secrets")
         settings = live_settings(fakes, topics, tmp_path / "journal.jsonl")
         seed_cloud_run(fakes, clock)
-        fakes.seed_error_logs("checkout", CANARY, ERROR_LINES, clock.now())
+        # Stamped ahead: whenever (in virtual time) the rollback comes, they are inside its query window.
+        fakes.seed_error_logs("checkout", CANARY, ERROR_LINES, clock.now() + timedelta(minutes=60))
         publisher = Publisher(topics.events)
         feeder = TrafficFeeder(clock, fakes.cloud_run, metric_label_sink(fakes))
         feeder.add("checkout", {BASELINE: HEALTHY, CANARY: BROKEN})
@@ -153,11 +155,16 @@ def test_no_seeded_credential_reaches_any_output(pubsub_emulator: str, tmp_path:
                                        key="checkout")
                 publisher.publish_json(command(clock, "abort", "mallory@evil.example",
                                                f"Authorization: Bearer {S['refused reason']}"), key="checkout")
+                # An authorised abort: its reason is in the rollback's last-decision annotation.
+                publisher.publish_json(command(clock, "abort", "sre@example.com",
+                                               f"bad build; client_secret={S['abort reason']}", service="cart"),
+                                       key="cart")
                 publisher.client.publish(topics.events, f"not json api_key={S['not json']}".encode(),
                                          ordering_key="checkout").result(timeout=30)
                 wait_until(lambda: any(d["status"] == "rolled-back" for d in live.decisions("checkout")), 60,
                            "the rollback")
                 wait_until(lambda: fakes.cloud_run.traffic_of("checkout")[BASELINE] == 100, 15, "100% baseline")
+                wait_until(lambda: fakes.cloud_run.traffic_of("cart").get(CART_BASE) == 100, 15, "cart aborted")
                 notes = topics.pull_notifications(1)
                 publisher.publish_json({"version": "1.2", "incident": {
                     "incident_id": "0.n1", "state": "open", "started_at": int(clock.now().timestamp()) - 60,
@@ -179,11 +186,11 @@ def test_no_seeded_credential_reaches_any_output(pubsub_emulator: str, tmp_path:
         journal = journal_records(settings.journal)
         kinds = {r.get("type") for r in journal}
         assert {"deploy", "command", "rejected", "alert", "decision", "decision-logs"} <= kinds, kinds
-        logs = next(r for r in journal if r.get("type") == "decision-logs")["logs"]
+        logs = next(r for r in journal if r.get("type") == "decision-logs" and r["service"] == "checkout")["logs"]
         assert logs["total"] == len(ERROR_LINES) and len(logs["patterns"]) == 6
         assert any(n["action"] == "rollback" for n in notes)
         updates = [req.service for req in fakes.cloud_run.requests.of("UpdateService")]
-        assert any(u.name.endswith("/checkout") for u in updates)
+        assert any(u.name.endswith("/checkout") for u in updates) and any(u.name.endswith("/cart") for u in updates)
         written = [{k: v for k, v in u.annotations.items() if k.startswith(P)} for u in updates]
         assert all(written)
 
