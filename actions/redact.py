@@ -26,7 +26,8 @@ MARK = "[REDACTED]"
 
 # Names whose value is a secret. A name may carry a prefix ending in a separator (`x-goog-api-key`,
 # `aws_secret_access_key`, `db.password`); plain words around it (`monkey`, `tokens`) do not count.
-_NAMES = (r"api[_-]?key|apikey|access[_-]?key(?:[_-]?id)?|secret[_-]?(?:access[_-]?)?key|private[_-]?key(?:[_-]?id)?"
+_NAMES = (r"api[_-]?key|apikey|access[_-]?key(?:[_-]?id)?|secret[_-]?(?:access[_-]?)?key"
+          r"|private[_-]?key(?:[_-]?id)?"
           r"|(?:access|refresh|id|auth|bearer|session|csrf|xsrf|api|client|app|security)[_-]?token"
           r"|client[_-]?secret|secret|token|key|password|passwd|pwd|passphrase|credentials?"
           r"|signature|sig|auth|session[_-]?id|sessionid|sid")
@@ -69,7 +70,8 @@ _HINT = re.compile(rf"""(?i)PRIVATE KEY|authorization|cookie|(?:bearer|basic|dig
 
 # A mapping key naming a secret: its string value is masked whole (`{"token": "abc"}` in a labels
 # map has no `token=` for the text patterns to see).
-_SECRET_KEY = re.compile(rf"(?i)(?:[A-Za-z0-9_.\-/]*[_.\-/])?(?:{_NAMES}|(?:proxy-)?authorization|cookie|set-cookie)")
+_SECRET_KEY = re.compile(rf"(?i)(?:[A-Za-z0-9_.\-/]*[_.\-/])?"
+                         rf"(?:{_NAMES}|(?:proxy-)?authorization|cookie|set-cookie)")
 
 
 def _masked(value: str) -> str:

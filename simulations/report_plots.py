@@ -199,8 +199,8 @@ def evidence(data: ServiceData) -> str | None:
             _time_axis(ax)
         for index in range(len(names), rows * columns):
             axes[index // columns][index % columns].axis("off")
-        fig.suptitle(f"{plain(data.service)}: each detector's statistic (dots coloured by verdict) against its "
-                     "threshold (red dashes)", x=0.01, ha="left")
+        fig.suptitle(f"{plain(data.service)}: each detector's statistic (dots coloured by verdict) "
+                     "against its threshold (red dashes)", x=0.01, ha="left")
         fig.tight_layout()
         return to_svg(fig)
 

@@ -55,7 +55,8 @@ def _cut(value: Any, cap: int) -> Any:
     return value
 
 
-def fit_line(message: str, fields: dict[str, Any], max_bytes: int = MAX_LINE_BYTES) -> tuple[str, dict[str, Any]]:
+def fit_line(message: str, fields: dict[str, Any],
+             max_bytes: int = MAX_LINE_BYTES) -> tuple[str, dict[str, Any]]:
     """(message, fields) whose JSON is at most `max_bytes`: long strings are cut with a marker,
     smallest cut first; if that is not enough (a huge list), the fields keep only their short
     identifying values plus a note, so the entry is never lost."""
@@ -99,7 +100,8 @@ class DecisionLog:
         self.logger.log(level, message, extra=extra)
 
     def decision(self, decision: Decision) -> None:
-        self._log(_LEVELS[severity_of(decision.action)], f"{decision.service}: {decision.action} — {decision.reason}",
+        self._log(_LEVELS[severity_of(decision.action)],
+                  f"{decision.service}: {decision.action} — {decision.reason}",
                   decision.to_json(), {"service": decision.service, "action": decision.action})
 
     def error(self, message: str, **fields: Any) -> None:
