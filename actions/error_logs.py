@@ -43,9 +43,9 @@ _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 MAX_PATTERN_CHARS = 200
 MAX_EXAMPLE_CHARS = 500
-# Redaction reads this much of a message (patterns and examples use far less): a credential cut at
+# Redaction reads this much of a message (patterns and examples use less): a credential cut at
 # the limit is still masked by the shape-tolerant patterns, and a 1 MB stack trace costs no more.
-MAX_READ_CHARS = 8000
+MAX_READ_CHARS = 2000
 
 
 def normalise(message: str) -> str:

@@ -34,38 +34,73 @@ _NAMES = (r"api[_-]?key|apikey|access[_-]?key(?:[_-]?id)?|secret[_-]?(?:access[_
 # A value: quoted, or up to a delimiter; never a JSON object; `[REDACTED]` whole (idempotence).
 _VALUE = r"""(?:"[^"\r\n]*"|'[^'\r\n]*'|\[REDACTED\]|(?!\{)[^\s"'&,;<>)}\]\\]+)"""
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+# Each rule: (pattern, replacement, triggers). A rule runs only on a text whose lower-cased form
+# holds one of its triggers (substring tests run at C speed; these regexes cost ~1 µs a character
+# when they must scan). Every match of a rule contains one of its triggers, in any case.
+_NAME_TRIGGERS = ("key", "token", "secret", "passw", "pwd", "passphrase", "credential", "signature", "auth",
+                  "session")
+_Rule = tuple[re.Pattern[str], Any, tuple[str, ...]]
+_RULES: tuple[_Rule, ...] = (
     # PEM private keys, also cut short (an example truncated at 500 characters has no END line).
     (re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----.*?(?:-----END[A-Z ]*PRIVATE KEY-----|\Z)", re.S),
-     f"-----{MARK} PRIVATE KEY-----"),
+     f"-----{MARK} PRIVATE KEY-----", ("private key",)),
     # Header values: everything after the header name up to the end of the line or the quote.
     (re.compile(r"(?i)\b((?:proxy-)?authorization|cookie|set-cookie)([\"']?\s*[:=]\s*[\"']?)[^\r\n\"']+"),
-     rf"\1\2{MARK}"),
-    (re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9\-._~+/]{6,}=*"), rf"\1\2{MARK}"),
+     rf"\1\2{MARK}", ("authorization", "cookie")),
+    (re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9\-._~+/]{6,}=*"), rf"\1\2{MARK}",
+     ("bearer", "basic", "digest")),
     # URL userinfo: keep the user, mask the password (which may itself contain '@').
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/?#@:\"'<>]*):[^\s/?#\"'<>]+@"), rf"\1:{MARK}@"),
-    # Named values: query parameters, assignments, headers, YAML and JSON keys.
-    (re.compile(rf"(?i)(?<![A-Za-z0-9])((?:[A-Za-z0-9_.\-]*[_.\-])?(?:{_NAMES}))"
-                rf"([\"']?\s*[:=]\s*)({_VALUE})"), lambda m: m.group(1) + m.group(2) + _masked(m.group(3))),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/?#@:\"'<>]*):[^\s/?#\"'<>]+@"), rf"\1:{MARK}@", ("://",)),
+    # Named values: query parameters, assignments, headers, YAML and JSON keys. The match starts
+    # where a name can start (not inside a word), so a long text is not rescanned at every letter.
+    (re.compile(rf"(?i)(?<![A-Za-z0-9_.\-])((?:[A-Za-z0-9_.\-]*[_.\-])?(?:{_NAMES}))"
+                rf"([\"']?\s*[:=]\s*)({_VALUE})"), lambda m: m.group(1) + m.group(2) + _masked(m.group(3)),
+     _NAME_TRIGGERS + ("sig",)),
     # Credential shapes.
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), MARK),
-    (re.compile(r"\bya29\.[0-9A-Za-z_\-.]+"), MARK),
-    (re.compile(r"(?<![0-9A-Za-z/])1//[0-9A-Za-z_\-]{20,}"), MARK),
-    (re.compile(r"\bGOCSPX-[0-9A-Za-z_\-]{10,}"), MARK),
-    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b"), MARK),
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"), MARK),
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), MARK),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"), MARK),
-    (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}"), MARK),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), MARK, ("aiza",)),
+    (re.compile(r"\bya29\.[0-9A-Za-z_\-.]+"), MARK, ("ya29.",)),
+    (re.compile(r"(?<![0-9A-Za-z/])1//[0-9A-Za-z_\-]{20,}"), MARK, ("1//",)),
+    (re.compile(r"\bGOCSPX-[0-9A-Za-z_\-]{10,}"), MARK, ("gocspx-",)),
+    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b"), MARK,
+     ("<aws>",)),
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"), MARK, ("eyj",)),
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), MARK,
+     ("<github>",)),
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"), MARK, ("xox",)),
+    (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}"), MARK, ("_live_", "_test_")),
 )
+# Fewer, longer substrings scan faster: 'auth' covers 'authorization'. Some triggers are gates that
+# need a regex (each has a literal prefix, so it is a fast scan too).
+_TRIGGERS = tuple(sorted({t for _, _, triggers in _RULES for t in triggers}
+                         - {"sig", "sid", "authorization", "<aws>", "<github>"}))
+_GATES = {
+    # `sig` and `sid` are too common inside words ("sigma", "inside") to trigger alone: only as a
+    # name followed by what can separate it from a value, JSON escapes included (`sid\t=`, `"sig":`).
+    "sig": re.compile(r"s(?:ig|id)[\"'\s\\:=]"),
+    "<github>": re.compile(r"gh[pousr]_|github_pat_"),
+}
+_AWS_GATE = re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|NPA|NVA|IPA)")  # case-sensitive, on the text itself
 
-# Every pattern above needs one of these in its match (case-insensitive), so a text without any
-# has nothing to redact. JSON escaping (`\\t`, `\\"`) is allowed for, so the same check on a serialised
-# record is safe: `might_hold_secret(json.dumps(record))` is False only if no string in it needs it.
-_HINT = re.compile(rf"""(?i)PRIVATE KEY|authorization|cookie|(?:bearer|basic|digest)(?:\s|\\[trn])|://"""
-                   rf"""|(?:{_NAMES})(?:\s|\\[trn"']|["'])*[:=]|aiza|ya29\.|1//|gocspx-"""
-                   rf"""|(?-i:(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{{16}})"""
-                   rf"""|eyj|gh[pousr]_|github_pat_|xox[abposr]-|_live_|_test_""")
+
+def _gate(trigger: str, low: str, text: str) -> bool:
+    if trigger == "<aws>":
+        return _AWS_GATE.search(text) is not None
+    gate = _GATES.get(trigger)
+    return gate.search(low) is not None if gate is not None else trigger in low
+
+
+# Letters that (?i) matches to ASCII ones but lower() leaves alone (Python re's documented four:
+# 'İ' lowers to 'i' + U+0307), so a trigger test on lower() text agrees with the regexes.
+_FOLD = str.maketrans({"\u0131": "i", "\u017f": "s", "\u212a": "k", "\u0307": None})
+
+
+def _lower(text: str) -> str:
+    return text.lower().translate(_FOLD) if not text.isascii() else text.lower()
+
+
+def _triggered(low: str, text: str) -> bool:
+    return (any(t in low for t in _TRIGGERS) or _AWS_GATE.search(text) is not None
+            or any(gate.search(low) is not None for gate in _GATES.values()))
 
 
 # A mapping key naming a secret: its string value is masked whole (`{"token": "abc"}` in a labels
@@ -81,16 +116,22 @@ def _masked(value: str) -> str:
 
 
 def might_hold_secret(text: str) -> bool:
-    """False only when `redact(text)` would certainly return `text` unchanged (a cheap pre-check)."""
-    return _HINT.search(text) is not None
+    """False only when `redact(text)` would certainly return `text` unchanged (a cheap pre-check).
+    JSON escaping keeps every trigger intact, so `might_hold_secret(json.dumps(record))` is False
+    only if no string in the record needs redacting."""
+    return _triggered(_lower(text), text)
 
 
 def redact(text: str) -> str:
     """`text` with every credential the pattern set knows replaced by `[REDACTED]`."""
-    if not text or _HINT.search(text) is None:
+    if not text:
         return text
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)  # type: ignore[arg-type]
+    low = _lower(text)
+    if not _triggered(low, text):
+        return text
+    for pattern, replacement, triggers in _RULES:
+        if any(_gate(t, low, text) for t in triggers):
+            text = pattern.sub(replacement, text)
     return text
 
 

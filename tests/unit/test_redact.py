@@ -80,6 +80,11 @@ def test_ordinary_messages_are_kept(text: str) -> None:
     assert redact(text) == text
 
 
+@pytest.mark.parametrize("text", ["PAſSWORD=hunter22", "toKen=hunter22", "AUTHORİZATION: Bearer hunter22"])
+def test_letters_regex_folds_to_ascii_still_trigger(text: str) -> None:
+    assert "hunter22" not in redact(text)
+
+
 def test_redact_json_masks_values_and_keys_and_keeps_the_shape() -> None:
     record = {"reason": "paused: password=hunter22", "n": 3, "ok": True, "none": None,
               "labels": {"token=abc123456": "x", "team": "AKIAIOSFODNN7EXAMPLE"},
