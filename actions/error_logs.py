@@ -26,8 +26,8 @@ from typing import Any
 from google.cloud.logging_v2.types import LogEntry
 
 from actions.base import ActionError, CapturedLogs, LogPattern
-from actions.redact import redact
 from actions.errors import ErrorHook, guarded
+from actions.redact import redact
 from actions.retry import call_with_retry
 from daemon.clock import Clock, format_rfc3339
 from daemon.core.commands import CaptureErrorLogs
