@@ -5,18 +5,22 @@ fakes, on a virtual clock. Credentials are seeded into every input:
 - error log entries of the bad revision (Logging fake): bearer token, API key, URL password, JWT,
   PEM private key, `password=`;
 - Pub/Sub events: the deploy audit entry (labels, user agent, container env), command reasons (an
-  authorised pause and resume, an unauthorised abort), an incident summary, a message that is not
-  JSON;
+  authorised pause, resume and abort, an unauthorised abort), an incident summary, a message that is
+  not JSON;
 - Cloud Run services (Cloud Run fake): labels, a foreign annotation, and the `rollbackd.dev/*`
   annotations of a rollout a previous rollbackd left (read back on start);
 - metric labels (Monitoring fake).
 A broken canary is rolled back (error logs captured, notification published). Then every output is
 searched: decision-log lines, the journal, notifications on the notification topic, the HTML report
-and `--json` output of `rollbackd replay` on the journal (the CLI in process), the `rollbackd.dev/*` annotations in every
-UpdateService the Cloud Run fake received, `rollbackd status` (text and --json) and /metrics.
+and `--json` output of `rollbackd replay` on the journal (the CLI in process), the `rollbackd.dev/*`
+annotations in every UpdateService the Cloud Run fake received, `rollbackd status` (text and
+--json) and /metrics.
 
-Not covered here: annotations rollbackd does not own (`example.com/dsn` below) are sent back
-unchanged in the full-service update, as Cloud Run requires; they are the service owner's text.
+Not searched: annotations rollbackd does not own (`example.com/dsn` below) go back unchanged in the
+full-service update, as Cloud Run requires; they are the service owner's text, not rollbackd's.
+Narrower tests cover what this run cannot reach: a 10 MB reason (tests/unit/test_decision_log.py),
+a recording with credentials replayed into a report (tests/unit/test_report_safety.py), escape codes
+in `status` (tests/integration/test_status_output.py).
 """
 from __future__ import annotations
 
