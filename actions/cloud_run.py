@@ -31,7 +31,6 @@ from google.cloud import run_v2
 from actions.base import (ApplyResult, ConflictError, ManualChangeError, PermanentError, ServiceView,
                           TrafficEntry, TransientError)
 from actions.errors import ErrorHook, guarded
-from actions.redact import redact
 from actions.retry import call_with_retry
 from daemon.clock import Clock
 from daemon.core.commands import DESCRIPTIVE_ANNOTATIONS, DeleteRevision, SetTraffic
@@ -224,9 +223,7 @@ class CloudRunTrafficController:
         spec = split_of(service)
         # The canary tag must exist: on our canary, or on a newer deploy's revision (left alone).
         spec_ok = spec == wanted and self.canary_tag in tags_of(service)
-        # Annotation values quote reasons (free text from commands): no credential is written.
-        annotations = {k: redact(v) for k, v in cmd.annotations.items()}
-        annotations_ok = all(service.annotations.get(k) == v for k, v in annotations.items()
+        annotations_ok = all(service.annotations.get(k) == v for k, v in cmd.annotations.items()
                              if k not in DESCRIPTIVE_ANNOTATIONS)
         if spec_ok and annotations_ok:
             if split_of(service, statuses=True) == wanted:
@@ -245,7 +242,7 @@ class CloudRunTrafficController:
                     + ": changed by someone else; standing down", observed_canary_percent=observed)
         service.traffic = desired_traffic(service, cmd, self.canary_tag)
         merged = dict(service.annotations)
-        merged.update(annotations)
+        merged.update(cmd.annotations)
         service.annotations = merged
         progress.sent = True  # set before the call: the update may land even if its reply is lost
         result = self._update(service)

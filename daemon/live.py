@@ -92,12 +92,13 @@ class ManagedServices:
 def build_traffic(settings: Settings, clients: LiveClients, clock: Any, rng: random.Random, telemetry: Any,
                   managed: Any = None) -> Any:
     from actions.cloud_run import CloudRunTrafficController
+    from actions.redacting_traffic import RedactingTrafficController
 
-    controller = CloudRunTrafficController(
+    controller = RedactingTrafficController(CloudRunTrafficController(
         clients.services, clients.revisions, clock=clock, rng=rng, managed_label=settings.label,
         managed=managed if managed is not None else managed_predicate(settings),
         projects_locations=[(settings.project, loc) for loc in settings.locations],
-        on_error=telemetry.api_error)
+        on_error=telemetry.api_error))
     if settings.dry_run:
         from actions.dry_run import DryRunTrafficController
         return DryRunTrafficController(controller)
