@@ -165,7 +165,7 @@ def test_no_seeded_credential_reaches_any_output(pubsub_emulator: str, tmp_path:
                                        key="cart")
                 publisher.client.publish(topics.events, f"not json api_key={S['not json']}".encode(),
                                          ordering_key="checkout").result(timeout=30)
-                wait_until(lambda: any(d["status"] == "rolled-back" for d in live.decisions("checkout")), 60,
+                wait_until(lambda: any(d["action"] == "rollback" for d in live.decisions("checkout")), 60,
                            "the rollback")
                 wait_until(lambda: fakes.cloud_run.traffic_of("checkout")[BASELINE] == 100, 15, "100% baseline")
                 wait_until(lambda: fakes.cloud_run.traffic_of("cart").get(CART_BASE) == 100, 15, "cart aborted")
