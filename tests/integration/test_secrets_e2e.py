@@ -203,7 +203,9 @@ def test_no_seeded_credential_reaches_any_output(pubsub_emulator: str, tmp_path:
         capsys.readouterr()
         assert cli_main(["replay", str(settings.journal), "--report", str(report), "--json"]) == 0
         replayed = capsys.readouterr()
-        assert "rollback" in replayed.out and report.exists()
+        # What the replay decides may differ with the order events were journaled in; only its
+        # output matters here, and there must be some.
+        assert '"type":"decision"' in replayed.out and report.exists()
 
     outputs = {
         "decision log": decision_log,
