@@ -9,6 +9,10 @@ adapter for the live daemon (the sandbox has its own). One ListLogEntries query,
 Messages are normalised (UUIDs, hex, numbers, quoted strings → placeholders) so that one failure
 repeated with different ids counts as one pattern. A rollback must never wait on log capture, so
 faults come back as `CapturedLogs(error=...)` after at most a short retry, never as an exception.
+
+Every message is redacted (`daemon.core.redact`: bearer tokens, `?api_key=`, passwords in URLs, keys,
+JWTs...) as it is read, before grouping: the patterns and examples go to the journal, the
+notification and reports, and none of them may carry a credential a bad revision logged.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any
 
 from google.cloud.logging_v2.types import LogEntry
 
+from daemon.core.redact import redact
 from daemon.core.commands import CaptureErrorLogs
 from daemon.core.timefmt import format_rfc3339
 from daemon.google_errors import ErrorHook, guarded
@@ -37,6 +42,10 @@ _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b\d+(?:\.\d+)?(?:ms|s|us|ns|%)?\b"), "<n>"),
 )
 MAX_PATTERN_CHARS = 200
+MAX_EXAMPLE_CHARS = 500
+# Redaction reads this much of a message (patterns and examples use less): a credential cut at
+# the limit is still masked by the shape-tolerant patterns, and a 1 MB stack trace costs no more.
+MAX_READ_CHARS = 2000
 
 
 def normalise(message: str) -> str:
@@ -57,7 +66,7 @@ def message_of(entry: LogEntry) -> str:
         for key in ("message", "msg", "error", "textPayload"):
             if key in fields and fields[key].WhichOneof("kind") == "string_value":
                 return str(fields[key].string_value)
-        return json.dumps({k: _plain(v) for k, v in fields.items()}, sort_keys=True)[:500]
+        return json.dumps({k: _plain(v) for k, v in fields.items()}, sort_keys=True)
     if pb.HasField("http_request") and pb.http_request.status:
         return f"HTTP {pb.http_request.status} {pb.http_request.request_method} {pb.http_request.request_url}"
     if pb.HasField("proto_payload"):
@@ -73,7 +82,7 @@ def group(messages: list[str], top_n: int) -> tuple[LogPattern, ...]:
         if key in counts:
             counts[key][0] += 1
         else:
-            counts[key] = [1, message[:500]]
+            counts[key] = [1, message[:MAX_EXAMPLE_CHARS]]
     ranked = sorted(enumerate(counts.items()), key=lambda item: (-item[1][1][0], item[0]))
     return tuple(LogPattern(pattern=key, count=count, example=example)
                  for _, (key, (count, example)) in ranked[:top_n])
@@ -117,7 +126,7 @@ class CloudLoggingErrorLogs:
                 entry = guarded("logging.ListLogEntries", lambda: next(iterator, None))
                 if entry is None:
                     break
-                messages.append(message_of(entry))
+                messages.append(redact(message_of(entry)[:MAX_READ_CHARS]))
             return messages
 
         try:

@@ -4,6 +4,9 @@
 and `LogNotifier` for the sandbox and dry-run. A notification is the decision record as JSON, with
 attributes `service`, `action` and `severity` for subscription filters, and the service as the
 ordering key so one service's notifications arrive in order.
+
+The payload is redacted (`daemon.core.redact`) and its free text capped (`MAX_TEXT_CHARS` per string):
+a notification quotes reasons and captured error logs, and goes to people and chat rooms.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import IO, Any, Callable, Mapping
 
 from google.cloud import pubsub_v1
 
+from daemon.core.redact import redact, redact_json
 from daemon.core.commands import Notify
 from daemon.google_errors import ErrorHook, guarded
 from daemon.ports import Clock
@@ -26,12 +30,26 @@ SCHEMA = "rollbackd.notification/v1"
 # rollout, so an unbounded list grew by ~1-3 KiB per rollout forever. Nothing reads more than the
 # last few; the durable record of every notification is the decision log and the journal.
 KEEP_RECENT = 100
+# Longest string a notification carries (a reason, an error-log example); Pub/Sub refuses messages
+# over 10 MB and no reader wants a 1 MB reason. Longer text is cut with a marker.
+MAX_TEXT_CHARS = 16_384
 
 
 def notification_payload(command: Notify) -> dict[str, Any]:
-    """The JSON body of a notification (also what LogNotifier writes)."""
-    return {"schema": SCHEMA, "service": command.service, "severity": command.severity,
-            "subject": command.subject, "action": action_of(command), "decision": dict(command.decision)}
+    """The JSON body of a notification (also what LogNotifier writes): capped and redacted."""
+    payload = {"schema": SCHEMA, "service": command.service, "severity": command.severity,
+               "subject": command.subject, "action": action_of(command), "decision": dict(command.decision)}
+    return redact_json(_capped(json.loads(json.dumps(payload, default=str))))
+
+
+def _capped(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+        return value[:MAX_TEXT_CHARS] + f"… [truncated: {len(value) - MAX_TEXT_CHARS} more characters]"
+    if isinstance(value, dict):
+        return {k: _capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    return value
 
 
 def action_of(command: Notify) -> str:
@@ -70,7 +88,8 @@ class PubSubNotifier:
 
     def notify(self, command: Notify) -> None:
         data = encode(command)
-        attributes = {"service": command.service, "action": action_of(command), "severity": command.severity}
+        attributes = {"service": redact(command.service), "action": redact(action_of(command)),
+                      "severity": command.severity}
         key = command.service if self.ordered else ""
 
         def publish_once() -> str:
@@ -104,7 +123,7 @@ class LogNotifier:
 
     def notify(self, command: Notify) -> None:
         record = {"severity": command.severity if command.severity in ("INFO", "WARNING", "ERROR") else "NOTICE",
-                  "message": f"notify {command.service}: {command.subject}",
+                  "message": redact(f"notify {command.service}: {command.subject}"[:MAX_TEXT_CHARS]),
                   "logging.googleapis.com/labels": {"service": command.service, "action": action_of(command)},
                   "notification": notification_payload(command)}
         with self._lock:

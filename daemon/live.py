@@ -138,8 +138,10 @@ def resync(engine: Any, traffic: Any, decision_log: Any) -> list[Any]:
 def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clients: LiveClients | None = None) -> int:
     """Raises `policies.loader.PolicyError` when the configured policy (its managed selectors say
     which services to show) cannot be loaded."""
+    from daemon.core.redact import redact_json
     from daemon.core.commands import ANNOTATION_PREFIX as P
     from daemon.telemetry import NullTelemetry
+    from daemon.terminal_text import printable
     from policies import load_default_policy
     from policies.loader import load_policy
 
@@ -159,15 +161,17 @@ def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clie
         })
     if as_json:
         for row in rows:
-            out.write(json.dumps(row, sort_keys=True) + "\n")
+            out.write(json.dumps(redact_json(row), sort_keys=True) + "\n")  # JSON escapes control characters
         return 0
     if not rows:
         out.write(f"no managed services ({is_managed.describe()}) in {settings.project}\n")
         return 0
     for row in rows:
-        split = ", ".join(f"{rev} {pct}%" for rev, pct in row["traffic"].items())
-        out.write(f"{row['service']:<20} {row['status']:<12} phase {row['phase'] or '-':<3} "
-                  f"canary {row['canary'] or '-'} / baseline {row['baseline'] or '-'}  [{split}]\n")
+        # Annotations are anybody's text: no terminal escape sequence or credential is printed as is.
+        t = {k: printable(v) for k, v in row.items() if isinstance(v, str)}
+        split = ", ".join(f"{printable(rev)} {pct}%" for rev, pct in row["traffic"].items())
+        out.write(f"{t['service']:<20} {t['status']:<12} phase {t['phase'] or '-':<3} "
+                  f"canary {t['canary'] or '-'} / baseline {t['baseline'] or '-'}  [{split}]\n")
         if row["last_decision"]:
-            out.write(f"{'':<20} last: {row['last_decision']}\n")
+            out.write(f"{'':<20} last: {t['last_decision']}\n")
     return 0

@@ -6,7 +6,7 @@ vs baseline (error rate with 95% bands, p50/p99 latency, memory); each detector'
 time against its threshold; the decision records with every criterion; captured error-log
 patterns when the journal has them; and, once, the policy in effect. Plots are inline SVG
 (`simulations.report_plots`); there is no script, stylesheet or font to fetch, so the file opens
-offline. The same replay gives the same bytes.
+offline. The same replay gives the same bytes. Every text shown is redacted (`daemon.core.redact`).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from daemon.core.timefmt import format_rfc3339
+from daemon.core.redact import redact
 from simulations import report_plots
 from simulations.report_data import ServiceData, collect
 from simulations.whatif import deciding_criteria
@@ -39,6 +40,11 @@ pre{background:#f8f9fa;padding:10px;overflow:auto;font-size:11px}
 OUTCOME = {"completed": "promoted", "rolled-back": "rolled back", "rolling-back": "rolled back", "halted": "halted"}
 
 
+def _e(text: Any) -> str:
+    """Escaped for HTML, credentials redacted: a recording's reasons and error logs are free text."""
+    return html.escape(redact(str(text)))
+
+
 def write_report(result: Any, policy: Any, path: str) -> None:
     text = render_report(result, policy)
     directory = os.path.dirname(os.path.abspath(path))
@@ -49,7 +55,7 @@ def write_report(result: Any, policy: Any, path: str) -> None:
 
 def render_report(result: Any, policy: Any) -> str:
     services = collect(result)
-    e = html.escape
+    e = _e
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>rollbackd report: "
              f"{e(result.recording)}</title><style>{CSS}</style></head><body>",
              f"<h1>rollbackd replay report: {e(result.recording)}</h1>",
@@ -77,7 +83,7 @@ def _outcome(data: ServiceData) -> str:
 
 
 def _service_section(data: ServiceData, policy: Any) -> str:
-    e = html.escape
+    e = _e
     timeline = report_plots.traffic_timeline(data)
     comparison = report_plots.comparison(data, policy)
     out = [f"<h2 id='svc-{e(data.service)}'>{e(data.service)} "
@@ -96,7 +102,7 @@ def _service_section(data: ServiceData, policy: Any) -> str:
 
 
 def _decision_table(data: ServiceData) -> str:
-    e = html.escape
+    e = _e
     rows = ["<table class=decisions><tr><th>#</th><th>time</th><th>action</th><th>phase</th><th>traffic</th>"
             "<th>reason</th><th>criteria</th></tr>"]
     for number, d in enumerate(data.decisions, start=1):
@@ -127,7 +133,7 @@ def _logs(data: ServiceData) -> str:
     if not data.logs:
         return ("<h3>Captured error logs</h3><p class=muted>None captured in this recording "
                 "(the live daemon captures them on rollback; replay does not call Cloud Logging).</p>")
-    e = html.escape
+    e = _e
     out = ["<h3>Captured error logs</h3>"]
     for record in data.logs:
         logs = record.get("logs") or {}
@@ -148,6 +154,6 @@ def _rejected(result: Any) -> str:
     rejected = getattr(result, "rejected", [])
     if not rejected:
         return ""
-    e = html.escape
+    e = _e
     return ("<h2>Rejected input lines</h2><table><tr><th>line</th><th>reason</th></tr>"
             + "".join(f"<tr><td>{n}</td><td>{e(r.reason)}</td></tr>" for n, r in rejected) + "</table>")

@@ -29,6 +29,12 @@ STYLE = {"svg.fonttype": "none", "svg.hashsalt": "rollbackd-report", "font.size"
          "axes.spines.top": False, "axes.spines.right": False}
 
 
+def plain(text: str) -> str:
+    """Text for matplotlib as it is: a `$` would start mathtext (and an unknown `\\cmd` in it raises
+    while the figure is drawn), so service, revision and criterion names escape it."""
+    return str(text).replace("$", r"\$")
+
+
 def to_svg(fig: Any) -> str:
     """The figure as an <svg> element (no XML prolog, no timestamps: same input, same bytes)."""
     buffer = io.StringIO()
@@ -72,7 +78,7 @@ def traffic_timeline(data: ServiceData) -> str:
                 ax.scatter([], [], s=46, color=colour, label=action)
         ax.set_ylim(-5, 112)
         ax.set_ylabel("canary traffic %")
-        ax.set_title(f"{data.service}: traffic by phase, with decisions", loc="left")
+        ax.set_title(f"{plain(data.service)}: traffic by phase, with decisions", loc="left")
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         _time_axis(ax)
         return to_svg(fig)
@@ -131,7 +137,7 @@ def comparison(data: ServiceData, policy: Any) -> str:
                 times, lows, highs = _broken(arm.times, arm.error_low, arm.error_high)
                 ax.fill_between(times, [x * 100 for x in lows], [x * 100 for x in highs], color=colour,
                                 alpha=0.15, linewidth=0)
-            _plot_arm(ax, arm, arm.error_rate, colour, f"{name} {arm.revision}", 100.0)
+            _plot_arm(ax, arm, arm.error_rate, colour, f"{name} {plain(arm.revision)}", 100.0)
         ax.axhline(km.error_rate.normal * 100, color="#2b8a3e", linewidth=0.8, linestyle=":", label="normal")
         ax.axhline(km.error_rate.critical * 100, color="#c92a2a", linewidth=0.8, linestyle=":",
                    label="critical")
@@ -161,7 +167,7 @@ def comparison(data: ServiceData, policy: Any) -> str:
             for ax in row:
                 _decision_lines(ax, data)
                 _time_axis(ax)
-        fig.suptitle(f"{data.service}: canary vs baseline", x=0.01, ha="left")
+        fig.suptitle(f"{plain(data.service)}: canary vs baseline", x=0.01, ha="left")
         fig.tight_layout()
         return to_svg(fig)
 
@@ -188,13 +194,13 @@ def evidence(data: ServiceData) -> str | None:
                         color="#c92a2a", linestyle="--", linewidth=1)
             if log:
                 ax.set_yscale("log")
-            ax.set_title(name + (" (log)" if log else ""), loc="left", fontsize=9)
+            ax.set_title(plain(name) + (" (log)" if log else ""), loc="left", fontsize=9)
             _decision_lines(ax, data)
             _time_axis(ax)
         for index in range(len(names), rows * columns):
             axes[index // columns][index % columns].axis("off")
-        fig.suptitle(f"{data.service}: each detector's statistic (dots coloured by verdict) against its "
-                     "threshold (red dashes)", x=0.01, ha="left")
+        fig.suptitle(f"{plain(data.service)}: each detector's statistic (dots coloured by verdict) "
+                     "against its threshold (red dashes)", x=0.01, ha="left")
         fig.tight_layout()
         return to_svg(fig)
 

@@ -177,6 +177,7 @@ def parse_scenario_text(text: str, where: str = "<scenario>") -> ScenarioFile:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
         raise ScenarioFileError(f"{where}{at}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    _check_size(data, where)
     if not isinstance(data, dict):
         raise ScenarioFileError(f"{where}: expected a mapping with name, traffic, baseline and canary")
     try:
@@ -189,6 +190,33 @@ def parse_scenario_text(text: str, where: str = "<scenario>") -> ScenarioFile:
         message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise ScenarioFileError(f"{where}{f':{line}' if line else ''}: {path}: {message}{more}") from None
+
+
+# A scenario is a few dozen nodes. ruamel shares an aliased node instead of copying it, so a 445-byte
+# "billion laughs" file loads at once and only blows up when walked (20 s, then gigabytes): count the
+# nodes as the walk would see them, aliases expanded, and stop at the cap.
+MAX_NODES = 10_000
+MAX_DEPTH = 32
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Raise `ScenarioFileError` if aliases expand `data` past MAX_NODES, or nest past MAX_DEPTH
+    (`&a [*a]` refers to itself and would never end)."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ScenarioFileError(f"{where}: too large: YAML aliases expand past {MAX_NODES} values "
+                                    "(a scenario needs a few dozen)")
+        if depth > MAX_DEPTH:
+            raise ScenarioFileError(f"{where}: nested deeper than {MAX_DEPTH} levels (or an alias refers "
+                                    "to the node that contains it)")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def load_scenario_file(path: str | Path) -> ScenarioFile:

@@ -4,6 +4,10 @@ It is itself a valid recording for `rollbackd replay` (output lines are skipped 
 Decisions are written durably (flush + fsync) before any action is taken, so a crash can never lose
 a decision that was acted on. Rotation renames `journal.jsonl` to `journal.jsonl.1` (and older ones
 up the chain) once it passes `max_bytes`; `read_lines()` reads all files oldest first.
+
+No credential is written: a record whose line might hold one (`daemon.core.redact.might_hold_secret`,
+a cheap check) has its strings redacted first. Inputs are journaled as received, and a command's
+reason or a rejected message's raw text is anybody's free text.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import json
 import os
 import threading
 from typing import Any, Iterator
+
+from daemon.core.redact import might_hold_secret, redact_json
 
 
 class FileJournal:
@@ -24,6 +30,8 @@ class FileJournal:
 
     def write(self, record: dict[str, Any], *, durable: bool = False) -> None:
         line = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n"
+        if might_hold_secret(line):
+            line = json.dumps(redact_json(json.loads(line)), sort_keys=True, separators=(",", ":")) + "\n"
         with self._lock:
             self._handle.write(line)
             self._handle.flush()

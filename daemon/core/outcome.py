@@ -10,6 +10,7 @@ from typing import Any
 
 from daemon.core.commands import ANNOTATION_PREFIX, Command, SaveState, SetTraffic
 from daemon.core.decision import Decision
+from daemon.core.redact import redact
 from daemon.core.events import Rejected
 from daemon.core.rollout import Rollout, ServiceState
 from daemon.core.timefmt import format_rfc3339
@@ -170,8 +171,10 @@ def annotations_for(rollout: Rollout) -> dict[str, str]:
         f"{p}canary": rollout.canary,
         f"{p}baseline": rollout.baseline,
         f"{p}canary-percent": str(rollout.canary_percent),
-        f"{p}hold-reason": rollout.hold_reason,
-        f"{p}last-decision": rollout.last_decision[:500],
+        # Free text quotes commands and errors: redacted here, in the one function that writes the
+        # record, so the live controller and the sandbox write (and compare) the same values.
+        f"{p}hold-reason": redact(rollout.hold_reason)[:200],
+        f"{p}last-decision": redact(rollout.last_decision)[:500],
         f"{p}decisions": str(rollout.decisions_made),
         f"{p}paused": "true" if rollout.paused else "",
         f"{p}alerts-before-start": ",".join(sorted(rollout.alerts_before_start))[:1000],

@@ -2,6 +2,7 @@
 newest-first capture up to a limit across pages, pattern grouping, and faults as data."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -120,3 +121,31 @@ def test_normalise_and_group():
     assert normalise("  \n") == ""
     patterns = group(["a 1", "b", "a 2", "b", "a 3"], top_n=1)
     assert [(p.pattern, p.count, p.example) for p in patterns] == [("a <n>", 3, "a 1")]
+
+
+SECRET_LINES = [
+    ("GET /v1/pay?api_key=sk9Secret1&cur=eur failed: 502", {}),
+    ("login failed for postgres://app:hunter2hunter@db.internal/orders", {}),
+    ("upstream 401: Authorization: Bearer ya29.a0AfH6SMBx-leaked_token", {"json_message": True}),
+    ("config loaded password=correct-horse-battery from env", {"json_message": True}),
+    ("", {"http_status": 500, "http_url": "/cb?token=tok-7781-zz&access_token=AT.998877.xyz"}),
+    ("gcp key AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY rejected", {}),
+    ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw\n-----END PRIVATE KEY-----", {}),
+]
+SECRETS = ["sk9Secret1", "hunter2hunter", "ya29.a0AfH6SMBx", "leaked_token", "correct-horse-battery", "tok-7781-zz",
+           "AT.998877.xyz", "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw"]
+
+
+def test_credentials_in_error_logs_never_leave_the_capture(logging_fake, logging_client, virtual_clock, rng):
+    """Text, structured and request-log entries carrying credentials: the captured patterns and
+    examples (what the journal, notifications and reports get) hold none of them."""
+    now = virtual_clock.now()
+    for i, (message, kw) in enumerate(SECRET_LINES):
+        logging_fake.add_entry(project="shop", service="checkout", revision=REV, severity="ERROR",
+                               message=message, timestamp=now - timedelta(seconds=60 - i), **kw)
+    src = CloudLoggingErrorLogs(logging_client, clock=virtual_clock, rng=rng, top_n=20)
+    captured = src.capture(capture_cmd())
+    assert captured.total == len(SECRET_LINES) and len(captured.patterns) == len(SECRET_LINES)
+    text = json.dumps(captured.to_json())
+    assert [s for s in SECRETS if s in text] == []
+    assert "[REDACTED]" in text and "GET /v1/pay?api_key=" in text and "postgres://app:" in text
