@@ -6,7 +6,9 @@ with whatever arrived). Minutes are evaluated strictly in order and every decisi
 stamped with the end of that minute, so duplicates, redeliveries and reordering within the grace
 period give exactly the same decisions.
 
-Called by `daemon.core.step`; changes status only through `Rollout.moved` (the table).
+Which decision a minute leads to is the rule table in `daemon.core.rules`; `decide_on_evidence`
+carries out the row that wins. Called by `daemon.core.step`; changes status only through
+`Rollout.moved` (the table).
 """
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from daemon.core import evaluation as ev
+from daemon.core import rules
 from daemon.core.commands import CaptureErrorLogs, DeleteRevision, Notify
 from daemon.core.decision import HALT, HOLD, PROMOTE, RESUME, ROLLBACK, WAIT
 from daemon.core.events import Metrics
 from daemon.core.outcome import Builder, Evaluation
 from daemon.core.rollout import Rollout, Slot, Status
 from policies.model import Policy
-from policies.units import format_duration
 
 MINUTE = timedelta(seconds=60)
 # At most this many minutes are evaluated in one step (a restored rollout's backlog, a corrupt start
@@ -118,127 +120,49 @@ def _evaluate_minute(rollout: Rollout, slot: Slot, policy: Policy, trigger: str,
 def decide_on_evidence(rollout: Rollout, policy: Policy, assessment: "ev.Assessment", at: datetime,
                        trigger: str, out: Builder, *, actions_enabled: bool,
                        gate: frozenset[str] = frozenset()) -> Rollout:
-    """The policy's rules, in order of severity: roll back, hold, promote, wait."""
-    criteria = assessment.results
-    failing = assessment.rollback_reasons()
-    if failing:
-        reason = "; ".join(r.verdict.sentence for r in failing)
+    """The policy's rules, in order of severity (`daemon.core.rules`): roll back, hold, promote, wait."""
+    context = rules.Context.of(rollout, policy, assessment, at, gate)
+    rule = rules.first_match(context)
+    return _carry_out(rule.action, rule.reason(context), context, rollout, policy, at, trigger, out,
+                      criteria=assessment.results, actions_enabled=actions_enabled)
+
+
+def _carry_out(action: rules.Action, reason: str, context: rules.Context, rollout: Rollout, policy: Policy,
+               at: datetime, trigger: str, out: Builder, *, criteria: tuple,
+               actions_enabled: bool) -> Rollout:
+    """Do what the winning rule says. Holds and waits already in force are not decided again."""
+    if action.kind == ROLLBACK:
         return roll_back(rollout, policy, at, reason, trigger, out, criteria=criteria,
                          actions_enabled=actions_enabled)
-
-    gap_s = rollout.missing_minutes * 60
-    data_missing = gap_s >= policy.evidence.max_data_gap
-    if data_missing and policy.evidence.on_missing_data != "hold":
-        reason = (f"metrics missing for {format_duration(gap_s)} "
-                  f"(limit {format_duration(policy.evidence.max_data_gap)})")
-        if policy.evidence.on_missing_data == "rollback":
-            return roll_back(rollout, policy, at, reason, trigger, out, criteria=criteria,
-                             actions_enabled=actions_enabled)
+    if action.kind == HALT:
         return halt(rollout, policy, at, reason, trigger, out, criteria=criteria)
-
-    hold_reason, hold_text = "", ""
-    if gate:
-        hold_reason = "incident"
-        hold_text = (f"blocking incident(s) open ({', '.join(sorted(gate)[:5])}): no promotion while a "
-                     "P0/P1 incident is active")
-    elif rollout.paused:
-        hold_reason, hold_text = "paused", "paused by an operator"
-    elif rollout.open_alerts and policy.alerts.on_open != "pass" and not policy.alerts.dry_run:
-        # "hold", or "rollback" for an incident that was already open when this canary started.
-        hold_reason, hold_text = "alert", (f"{len(rollout.open_alerts)} alert(s) open"
-                                           + (" (open since before this canary started)"
-                                              if rollout.open_alerts <= rollout.alerts_before_start else ""))
-    elif data_missing:
-        hold_reason = "missing-data"
-        hold_text = f"metrics missing for {format_duration(gap_s)}; never promoting without evidence"
-    elif assessment.hold_reasons():
-        hold_reason = "warning"
-        hold_text = "; ".join(r.verdict.sentence for r in assessment.hold_reasons())
-
-    phase = policy.phases[rollout.phase_index]
-    elapsed = (at - rollout.phase_started_at).total_seconds()
-    duration = phase.duration or 0.0
-    min_requests = phase.min_requests if phase.min_requests is not None else policy.evidence.min_requests
-    ready = (elapsed >= duration and rollout.missing_minutes == 0
-             and assessment.ready_to_promote(min_requests))
-
-    if hold_reason:
-        if (rollout.status is Status.HELD and rollout.hold_reason == hold_reason):
-            return rollout
-        after = rollout.moved(Status.HELD, trigger, hold_reason=hold_reason)
-        after = out.decide(rollout, after, policy=policy, time=at, action=HOLD, reason=hold_text,
-                           trigger=trigger, criteria=criteria, evidence_through=at)
-        if hold_reason in ("missing-data", "warning"):
-            out.commands.append(Notify(service=after.service, severity="WARNING",
-                                       subject=f"{after.service}: rollout held ({hold_reason})",
-                                       decision=out.decisions[-1].to_json()))
-        return after
-
-    frozen = policy.freeze.active_window(at)
-    if rollout.status is Status.HELD and rollout.hold_reason == "freeze" and not ready:
-        # Still frozen, or no longer ready: a freeze never runs out a phase's extension.
-        if frozen is not None:
-            return rollout
-    if ready:
-        if frozen is not None:
-            window = policy.freeze.active_window(at)
-            if rollout.status is Status.HELD and rollout.hold_reason == "freeze":
-                return rollout
-            after = rollout.moved(Status.HELD, trigger, hold_reason="freeze")
-            text = (f"ready for the next phase, but promotions are frozen "
-                    f"({window.start}–{window.end} {policy.freeze.timezone})")  # type: ignore[union-attr]
-            return out.decide(rollout, after, policy=policy, time=at, action=HOLD, reason=text,
-                              trigger=trigger, criteria=criteria, evidence_through=at)
-        passed = ", ".join(r.name for r in criteria if r.gating) or "no gating criteria"
-        reason = (f"{policy.phase_name(rollout.phase_index)} passed after {format_duration(elapsed)} "
-                  f"({passed}; {assessment.phase_requests} canary requests)")
+    if action.kind == PROMOTE:
         return promote(rollout, policy, at, reason, trigger, out, criteria=criteria,
                        actions_enabled=actions_enabled)
-
-    deadline = duration + phase.max_extension
-    if elapsed >= duration and elapsed >= deadline:
-        reason = (f"{policy.phase_name(rollout.phase_index)} still lacks evidence after "
-                  f"{format_duration(elapsed)} (duration {format_duration(duration)} + extension "
-                  f"{format_duration(phase.max_extension)})")
-        action = policy.evidence.on_extension_exhausted
-        if action == "rollback":
-            return roll_back(rollout, policy, at, reason, trigger, out, criteria=criteria,
-                             actions_enabled=actions_enabled)
-        if action == "halt":
-            return halt(rollout, policy, at, reason, trigger, out, criteria=criteria)
-        if rollout.status is Status.HELD and rollout.hold_reason == "inconclusive":
+    if action.kind == HOLD:
+        if rollout.status is Status.HELD and rollout.hold_reason == action.hold_reason:
             return rollout
-        after = rollout.moved(Status.HELD, trigger, hold_reason="inconclusive")
+        after = rollout.moved(Status.HELD, trigger, hold_reason=action.hold_reason)
         after = out.decide(rollout, after, policy=policy, time=at, action=HOLD, reason=reason,
                            trigger=trigger, criteria=criteria, evidence_through=at)
-        out.commands.append(Notify(service=after.service, severity="WARNING",
-                                   subject=f"{after.service}: rollout inconclusive",
-                                   decision=out.decisions[-1].to_json()))
+        if action.notify:
+            out.commands.append(Notify(service=after.service, severity="WARNING",
+                                       subject=f"{after.service}: {action.notify}",
+                                       decision=out.decisions[-1].to_json()))
         return after
-
-    if elapsed >= duration:
+    if action.kind == WAIT:
         if rollout.status is Status.WAITING:
             return rollout
-        waiting = _insufficient(assessment, min_requests)
         after = rollout.moved(Status.WAITING, trigger, hold_reason="")
-        return out.decide(rollout, after, policy=policy, time=at, action=WAIT,
-                          reason=f"minimum time reached; waiting for evidence: {waiting}",
+        return out.decide(rollout, after, policy=policy, time=at, action=WAIT, reason=reason,
                           trigger=trigger, criteria=criteria, evidence_through=at)
-
-    if rollout.status is Status.HELD:  # every hold reason has cleared
+    if action.kind == RESUME:
         after = rollout.moved(Status.PHASE, trigger, hold_reason="")
-        return out.decide(rollout, after, policy=policy, time=at, action=RESUME,
-                          reason=f"hold ({rollout.hold_reason}) cleared", trigger=trigger,
-                          criteria=criteria, evidence_through=at)
-    return rollout
-
-
-def _insufficient(assessment: "ev.Assessment", min_requests: int) -> str:
-    parts = [f"{r.name} {r.verdict.outcome.value}" for r in assessment.results
-             if r.gating and not r.dry_run and r.verdict.outcome.value != "pass"]
-    if assessment.phase_requests < min_requests:
-        parts.append(f"{assessment.phase_requests}/{min_requests} canary requests")
-    return ", ".join(parts) or "the last minute of data is incomplete"
+        return out.decide(rollout, after, policy=policy, time=at, action=RESUME, reason=reason,
+                          trigger=trigger, criteria=criteria, evidence_through=at)
+    if action.kind == rules.FAIL and context.error is not None:
+        raise context.error  # where the chain of ifs raised it: see the FAIL rows in `rules`
+    return rollout  # rules.UNCHANGED
 
 
 def promote(rollout: Rollout, policy: Policy, at: datetime, reason: str, trigger: str, out: Builder,
