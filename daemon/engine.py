@@ -288,7 +288,9 @@ class Engine:
         with self._lock:
             pending: deque[Event] = deque()
             for _, command in sorted(self.recovered_traffic.items()):
-                pending.append(self._write(command))
+                result = self._write(command)
+                if result is not None:
+                    pending.append(result)
             self.recovered_traffic.clear()
             while pending:
                 self._handle(pending.popleft(), out, pending)
@@ -300,8 +302,10 @@ class Engine:
         for command in commands:
             if isinstance(command, (SetTraffic, SaveState)):
                 result = self._write(command)
+                if result is None:
+                    continue
                 pending.append(result)
-                if not isinstance(result, ActionApplied):
+                if isinstance(command, SetTraffic) and not isinstance(result, ActionApplied):
                     return  # traffic did not move: do not notify or delete as if it had
             elif isinstance(command, CaptureErrorLogs):
                 captured[command.decision_id] = self._capture(command)
@@ -314,10 +318,14 @@ class Engine:
                     except ActionError as error:
                         self.telemetry.api_error(error.api or "run", error.code or type(error).__name__)
 
-    def _write(self, command: SetTraffic | SaveState) -> Event:
+    def _write(self, command: SetTraffic | SaveState) -> Event | None:
         """Carry out one write on Cloud Run and say what happened, as an event for the core. What was
         asked is in the decision; what happened is journaled here, separately."""
         at = self._now(command)
+        if not self.actions_enabled and isinstance(command, SaveState) and not command.switches:
+            # Kill switch on: hands off Cloud Run. Only the switch itself is recorded on the services;
+            # the rest of the record is saved when the switch is turned off (it stays unsaved).
+            return None
         kind = command.kind
         expected = command.expected_canary_percent if isinstance(command, SetTraffic) else None
         # Taking traffic away from a canary (a rollback, an abort) is never rate-limited; the limit

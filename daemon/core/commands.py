@@ -60,6 +60,9 @@ class SaveState:
     reason: str
     decision_id: str = ""
     expected_annotations: Mapping[str, str] | None = None
+    # The save records a daemon-wide switch (the kill switch, the blocking incidents). With the kill
+    # switch on, only these are written: the switch must survive a restart, and nothing else is sent.
+    switches: bool = False
 
     kind = "save-state"
 

@@ -68,6 +68,7 @@ class Builder:
     decisions: list[Decision] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     force_save: bool = False  # save the durable record even if it looks unchanged (a retry)
+    switches: bool = False  # this step records a daemon-wide switch (see SaveState.switches)
 
     def decide(self, before: Rollout, after: Rollout, *, policy: Policy, time: datetime, action: str,
                reason: str, trigger: str, criteria: tuple[Any, ...] = (),
@@ -127,7 +128,7 @@ class Builder:
                     location=state.location or (where.location if where else ""), annotations=wanted,
                     reason=state.rollout.last_decision if state.rollout else "service state",
                     decision_id=self.decisions[-1].decision_id if self.decisions else "",
-                    expected_annotations=believed))
+                    expected_annotations=believed, switches=self.switches))
                 state = replace(state, unsaved=True)
             elif has_traffic:
                 state = replace(state, unsaved=True)

@@ -67,7 +67,8 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
             return _from(state, results.on_applied(state, event, policy), policy)
         if isinstance(event, GlobalState):
             return _finish_step(state, replace(state, kill_switch=event.kill_switch,
-                                               blocking_incidents=event.blocking_incidents), Builder(), policy)
+                                               blocking_incidents=event.blocking_incidents),
+                                Builder(switches=True), policy)
         if isinstance(event, Metrics):
             return _on_metrics(state, event, policy, present, actions_enabled)
         if isinstance(event, Tick):

@@ -87,7 +87,7 @@ class CloudRunFake:
         self.accepted_updates: list[tuple[str, dict[str, int], dict[str, str]]] = []
         # The accepted updates that moved traffic (annotation-only updates, rollbackd saving its
         # record after a pause or a hold, left out): "each traffic change once" is checked on these.
-        self.traffic_updates: list[tuple[str, dict[str, int], dict[str, str]]] = []
+        self.traffic_changes: list[tuple[str, dict[str, int], dict[str, str]]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> str:
@@ -412,7 +412,7 @@ class CloudRunFake:
             svc.reconciling = True
             self.accepted_updates.append((_short(svc.name), _split(svc), dict(svc.annotations)))
             if _split(svc) != split_before:
-                self.traffic_updates.append((_short(svc.name), _split(svc), dict(svc.annotations)))
+                self.traffic_changes.append((_short(svc.name), _split(svc), dict(svc.annotations)))
             target = svc
 
             def complete() -> None:

@@ -87,7 +87,10 @@ def check_records_agree(live: LiveDaemon, world: World, service: str) -> list[di
 
     annotations = world.fakes.cloud_run.annotations_of(service)
     last = journaled[-1]
-    assert annotations[f"{P}status"] == last["status"]
+    # A rollback decision says "rolling-back" (what was asked); once Cloud Run confirmed it, the
+    # record on the service says "rolled-back" (what happened).
+    confirmed = {"rolling-back": "rolled-back"}
+    assert annotations[f"{P}status"] == confirmed.get(last["status"], last["status"])
     assert annotations[f"{P}phase"] == str(last["phase"])
     assert annotations[f"{P}canary-percent"] == str(last["canary_percent"])
     assert annotations[f"{P}canary"] == CANARY and annotations[f"{P}baseline"] == BASELINE
@@ -122,7 +125,7 @@ def test_healthy_canary_walks_5_25_50_100(world: World) -> None:
         notes = world.topics.pull_notifications(1)  # completion's last action
         journaled = check_records_agree(live, world, "checkout")
 
-    updates = [(service, split) for service, split, _ in world.fakes.cloud_run.traffic_updates]
+    updates = [(service, split) for service, split, _ in world.fakes.cloud_run.traffic_changes]
     assert [split.get(CANARY, 0) for _, split in updates] == [5, 25, 50, 100]
     assert all(split.get(BASELINE, 0) + split.get(CANARY, 0) == 100 for _, split in updates)
     assert world.fakes.cloud_run.traffic_of("checkout")[CANARY] == 100

@@ -93,7 +93,7 @@ def trial(seed: int, pubsub_emulator: str, tmp: Path) -> list[str]:
         # --- the checks -------------------------------------------------------------------------
         for service in SERVICES:
             base, canary = revisions(service)
-            splits = [split.get(canary, 0) for name, split, _ in fakes.cloud_run.traffic_updates if name == service]
+            splits = [split.get(canary, 0) for name, split, _ in fakes.cloud_run.traffic_changes if name == service]
             if any(a == b for a, b in zip(splits, splits[1:])):
                 problems.append(f"{service}: a split applied twice: {splits}")
             want = [5, 25, 50, 100] if EXPECTED_END[service] == "completed" else None

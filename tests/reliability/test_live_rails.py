@@ -45,7 +45,7 @@ class World:
 
     def splits(self, service: str = "checkout") -> list[int]:
         """The canary share of every UpdateService the Cloud Run fake accepted."""
-        return [split.get(CANARY, 0) for name, split, _ in self.run.traffic_updates if name == service]
+        return [split.get(CANARY, 0) for name, split, _ in self.run.traffic_changes if name == service]
 
 
 @pytest.fixture
@@ -131,8 +131,13 @@ def test_permanent_fault_halts_notifies_and_leaves_traffic(world: World, method:
     halt = live.decisions("checkout")[-1]
     assert halt["action"] == "halt" and code in halt["reason"] and "a human must decide" in halt["reason"]
     assert world.splits() == [5] and world.run.traffic_of("checkout") == {BASELINE: 95, CANARY: 5}
-    assert world.run.requests.count("UpdateService") == sent, "it kept trying after halting"
-    assert notes and notes[-1]["action"] == "halt" and notes[-1]["severity"] == "ERROR"
+    # After halting it only tries to save its record (the halt) on the service, traffic sent back as
+    # it is: never another traffic change.
+    later = world.run.traffic_updates("checkout")[sent:]
+    assert all({t.revision: t.percent for t in r.service.traffic if t.percent} == {BASELINE: 95, CANARY: 5}
+               for r in later), "it kept trying to move traffic after halting"
+    halts = [n for n in notes if n["action"] == "halt"]
+    assert halts and halts[-1]["severity"] == "ERROR"
 
 
 @pytest.mark.parametrize("code", ["UNAVAILABLE", pytest.param("PERMISSION_DENIED", marks=pytest.mark.slow)])
@@ -266,11 +271,11 @@ def test_policy_selectors_manage_services_and_the_opt_out_label_wins(world: Worl
             return any(r.get("type") == "ignored" and f"{name} is not managed" in r.get("reason", "")
                        for r in journal_records(world.settings().journal))
 
-        wait_until(lambda: any(name == "pay-api" for name, _, _ in world.run.traffic_updates), WAIT_S,
+        wait_until(lambda: any(name == "pay-api" for name, _, _ in world.run.traffic_changes), WAIT_S,
                    "the selector-managed service's first step")
         wait_until(lambda: ignored("pay-legacy") and ignored("legacy"), WAIT_S, "the other two ignored")
         assert live.decisions("pay-api")
-    first = next(split for name, split, _ in world.run.traffic_updates if name == "pay-api")
+    first = next(split for name, split, _ in world.run.traffic_changes if name == "pay-api")
     assert first == {"pay-api-00001-aaa": 95, "pay-api-00002-bbb": 5}
     assert not live.decisions("pay-legacy") and not live.decisions("legacy")
     touched = {req.service.name.rsplit("/", 1)[-1] for req in world.run.requests.of("UpdateService")}

@@ -101,7 +101,7 @@ def run_replicas(replicas: int, tmp: Path, *, kill_one_after_updates: int | None
                 process.kill()
         by_service: dict[str, list[int]] = {}
         notes: dict[str, list[dict[str, str]]] = {}
-        for service, split, annotations in fakes.cloud_run.traffic_updates:
+        for service, split, annotations in fakes.cloud_run.traffic_changes:
             by_service.setdefault(service, []).append(split.get(revisions(service)[1], 0))
             notes.setdefault(service, []).append(annotations)
         for index in range(SERVICES):
