@@ -3,6 +3,8 @@ is (matplotlib would read `$...$` as mathtext and raise on an unknown `\\command
 in reasons or captured error logs are redacted."""
 from __future__ import annotations
 
+from daemon.bootstrap import engine_factory
+
 import json
 import os
 from pathlib import Path
@@ -27,7 +29,7 @@ def test_dollar_signs_in_service_and_revision_names(tmp_path: Path, policy) -> N
             .replace('"checkout"', r'"check$\\out$"'))
     path = tmp_path / "dollars.jsonl"
     path.write_text(text)
-    result = replay_file(str(path), policy, keep_journal=True)
+    result = replay_file(str(path), policy, keep_journal=True, build_engine=engine_factory("replay"))
     assert result.decisions and result.decisions[0].service == r"check$\out$"
     page = render_report(result, policy)
     assert page.count("<svg") == 3
@@ -47,7 +49,7 @@ def test_credentials_in_reasons_and_error_logs_are_redacted(tmp_path: Path, poli
     lines.insert(start + 1, json.dumps(pause))
     path = tmp_path / "secrets.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    result = replay_file(str(path), policy, keep_journal=True)
+    result = replay_file(str(path), policy, keep_journal=True, build_engine=engine_factory("replay"))
     assert any("hunter22hunter" in d.reason for d in result.decisions)  # the core keeps the reason ...
     decision_id = result.decisions[-1].decision_id
     result.journal.append({"type": "decision-logs", "decision_id": decision_id, "service": "checkout",
