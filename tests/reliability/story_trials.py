@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daemon.core.commands import ANNOTATION_PREFIX as P
-from tests.integration.live_harness import (SHORT_POLICY, START, Fakes, LiveProcess, Publisher, RevisionProfile,
+from tests.integration.live_harness import (SHORT_POLICY, START, Fakes, LiveProcess, Publisher,
+                                            RevisionProfile,
                                             SharedClock, Topics, TrafficFeeder, audit_replace_service,
                                             journal_records, live_settings, monitoring_sink, wait_until,
                                             write_config)
@@ -73,11 +74,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "halted": {"status": "halted", "canary": "halted-00042-cnry",
                "traffic": {"halted-00041-base": 100 - BY_HAND, "halted-00042-cnry": BY_HAND},
                "walks": {"halted-00042-cnry": (5,)}},
-    "redeploy": {"status": "completed", "canary": "redeploy-00043-next", "traffic": {"redeploy-00043-next": 100},
+    "redeploy": {"status": "completed", "canary": "redeploy-00043-next",
+                 "traffic": {"redeploy-00043-next": 100},
                  "walks": {"redeploy-00042-cnry": (5, 25, 0), "redeploy-00043-next": WALK}},
 }
 
-_LONG_PHASE_1 = """\
+_OVERRIDES = """\
   - match: {service: halted}     # stays at 5% until the human acts: no race with a promotion
     policy:
       phases:
@@ -107,7 +109,7 @@ def write_policy(tmp: Path) -> str:
     text = Path(SHORT_POLICY).read_text(encoding="utf-8")
     assert "overrides: []" in text
     path = tmp / "stories-policy.yaml"
-    path.write_text(text.replace("overrides: []", "overrides:\n" + _LONG_PHASE_1), encoding="utf-8")
+    path.write_text(text.replace("overrides: []", "overrides:\n" + _OVERRIDES), encoding="utf-8")
     return str(path)
 
 
@@ -221,15 +223,16 @@ class Script:
 
         out, err = io.StringIO(), io.StringIO()
         env = {"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"], "PATH": ""}
-        code = ctl_main([action, service, "--reason", reason, "--by", OPERATOR, "--topic", self.publisher().topic],
-                        out, err, env=env, clock=self.clock,
+        topic = self.publisher().topic
+        code = ctl_main([action, service, "--reason", reason, "--by", OPERATOR, "--topic", topic], out, err,
+                        env=env, clock=self.clock,
                         publisher_factory=lambda env: self.sent.wrap(make_publisher(env)))
         assert code == 0, err.getvalue()
 
     def alert(self, state: str) -> None:
-        self.publisher().publish_json({"type": "alert", "time": self.clock.now().isoformat(), "service": "alerted",
-                                       "incident_id": "inc-11", "state": state, "policy_name": "alerted 5xx"},
-                                      key="alerted")
+        event = {"type": "alert", "time": self.clock.now().isoformat(), "service": "alerted",
+                 "incident_id": "inc-11", "state": state, "policy_name": "alerted 5xx"}
+        self.publisher().publish_json(event, key="alerted")
 
     def _step(self, index: int, condition: Callable[[], Any], what: str, act: Callable[[], None]) -> None:
         wait_until(condition, STEP_WAIT_S, f"step '{self.STEPS[index]}': {what}")
@@ -424,7 +427,8 @@ def run_trial(tmp: Path, *, seed: int, replicas: int = 1, kills: int = 1) -> Tri
             for service in SERVICES:
                 base, canary, new = revisions(service)
                 fakes.deploy_canary(service, canary)
-                feeder.add(service, {base: HEALTHY, canary: BROKEN if service == "broken" else HEALTHY, new: HEALTHY})
+                feeder.add(service, {base: HEALTHY, new: HEALTHY,
+                                     canary: BROKEN if service == "broken" else HEALTHY})
             feeder.start()
             for service in SERVICES:
                 base, canary, _ = revisions(service)
@@ -443,8 +447,8 @@ def run_trial(tmp: Path, *, seed: int, replicas: int = 1, kills: int = 1) -> Tri
                 incarnations[victim] += 1
                 restart_config = config(victim)
                 script.sent.replay(topics[victim].events, killed_at - REPLAY_S)
-                daemons[victim] = LiveProcess(restart_config, tmp / f"daemon-{victim}-{incarnations[victim]}.log",
-                                              clock).start()
+                log = tmp / f"daemon-{victim}-{incarnations[victim]}.log"
+                daemons[victim] = LiveProcess(restart_config, log, clock).start()
                 daemons[victim].port(60)
                 script.alive[victim].set()
             script.join(STEP_WAIT_S * 3)
