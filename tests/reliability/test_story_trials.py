@@ -2,8 +2,8 @@
 redeploy mid-rollout (issue 11): after a restart, every service ends exactly as an uninterrupted run
 ends. The scenario, the kill points and the checks are in tests/reliability/story_trials.py.
 
-Default run: one SIGKILL trial of one daemon, and one of two replicas sharing the subscription (a
-command reaches one of them). `slow`: the uninterrupted run itself (it must end as EXPECTED says),
+Default run: one SIGKILL trial of one daemon, and one of two replicas, each command, alert and
+deploy reaching one of them (each replica reads its own topic: see `run_trial` for why). `slow`: the uninterrupted run itself (it must end as EXPECTED says),
 two more seeds with two kills each.
 
 The last test is a bug the replica design exposes, kept as a strict xfail until the engine is fixed:
