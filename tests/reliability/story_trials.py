@@ -152,7 +152,7 @@ class Sent:
 
 @dataclass
 class Windows:
-    """Moments the script measured, as positions in the Cloud Run fake's `traffic_updates` log: a
+    """Moments the script measured, as positions in the Cloud Run fake's traffic log (`changes`): a
     window (start, end) must contain no traffic change (of its service, or of any for the switch)."""
 
     pause: list[tuple[int, int]] = field(default_factory=list)
@@ -202,7 +202,7 @@ class Script:
         return self.run.annotations_of(service)
 
     def position(self) -> int:
-        return len(self.run.traffic_updates)
+        return len(changes(self.run))
 
     def minutes_later(self, minutes: float) -> float:
         return self.clock.now().timestamp() + minutes * 60
@@ -288,6 +288,14 @@ class Script:
 
 # --- what a run ends with, and its safety checks ---------------------------------------------------
 
+def changes(run: Any) -> list[tuple[str, dict[str, int], dict[str, str]]]:
+    """The Cloud Run fake's log of accepted updates that changed a split: (service, split, record).
+    Named `traffic_changes` on main since 6f57522 (`traffic_updates` became a request filter there);
+    `traffic_updates` before."""
+    log = getattr(run, "traffic_changes", None)
+    return list(log if isinstance(log, list) else run.traffic_updates)
+
+
 def outcome(run: Any) -> dict[str, dict[str, Any]]:
     """Per service: status and canary annotations, final traffic (shares > 0), each canary's walk."""
     out: dict[str, dict[str, Any]] = {}
@@ -295,7 +303,7 @@ def outcome(run: Any) -> dict[str, dict[str, Any]]:
         notes = run.annotations_of(service)
         walks: dict[str, list[int]] = {}
         previous: dict[str, int] = {}
-        for name, split, _ in run.traffic_updates:
+        for name, split, _ in changes(run):
             if name != service:
                 continue
             for revision in revisions(service)[1:]:
@@ -316,7 +324,7 @@ def differences(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]] 
 
 def safety_problems(run: Any, windows: Windows) -> list[str]:
     problems: list[str] = []
-    updates = list(run.traffic_updates)
+    updates = list(changes(run))
     for start, end in windows.kill_switch:
         moved = [(s, split) for s, split, _ in updates[start:end]]
         if moved:
