@@ -91,6 +91,7 @@ class Engine:
         self.clock = clock
         self.dry_run = dry_run
         self.actions_enabled = actions_enabled
+        self.kill_switch_setting = not actions_enabled  # the configured switch: no command turns it off
         self.on_decision = on_decision
         # What happened to each write (applied, already as wanted, failed, a human's or another
         # replica's change found): told apart from the decision that asked for it.
@@ -442,7 +443,7 @@ class Engine:
         on = event.action == "kill-switch-on"
         allowed = authorised(event.by, policy)
         if allowed:
-            self.actions_enabled = not on
+            self.actions_enabled = not on and not self.kill_switch_setting
         reason = (f"kill switch {'on: all actions stopped' if on else 'off: actions resumed'} by {event.by}"
                   if allowed else f"refused '{event.action}' from {event.by}: not an authorised principal")
         decision = Decision(decision_id=f"kill-switch@{_iso(event.time)}", time=event.time, service="*",
@@ -535,11 +536,12 @@ class Engine:
                         before is None or before.rollout is None or rollout.evidence is not before.rollout.evidence):
                     rebuilt.append(rollout)
         with self._lock:
-            if any(state.kill_switch for state in self.states.values()):
-                self.actions_enabled = False
-            for state in self.states.values():
-                for incident in state.blocking_incidents:
-                    self.blocking.setdefault(incident, incident)
+            # The daemon-wide switches are what the records say (plus the configured kill switch):
+            # another replica may have turned them on, or off.
+            self.actions_enabled = not (self.kill_switch_setting
+                                        or any(state.kill_switch for state in self.states.values()))
+            recorded = {incident for state in self.states.values() for incident in state.blocking_incidents}
+            self.blocking = {incident: self.blocking.get(incident, incident) for incident in sorted(recorded)}
         return rebuilt
 
     # --- queries --------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ Default run: one SIGKILL trial of one daemon, and one of two replicas, each comm
 deploy reaching one of them (each replica reads its own topic: see `run_trial` for why). `slow`: the uninterrupted run itself (it must end as EXPECTED says),
 two more seeds with two kills each.
 
-The last test is a bug the replica design exposes, kept as a strict xfail until the engine is fixed:
-a replica that learned the kill switch from another replica's records never learns it is off.
+The last test is a bug the replica design exposed (now fixed in `Engine.read_back`): a replica that
+learned the kill switch from another replica's records must also learn that it is off.
 """
 from __future__ import annotations
 
@@ -47,14 +47,8 @@ def test_more_seeds(pubsub_emulator: str, tmp_path: Path, seed: int, replicas: i
     _assert_clean(tmp_path, seed=seed, replicas=replicas, kills=kills)
 
 
-# --- found by the replica trials' design: the kill switch learned from another replica ------------
+# --- found by the replica trials: the kill switch learned from another replica's records ---------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Engine.read_back turns actions off when a service's record says kill-switch=on, but never "
-    "back on when the records say off: a replica that learned the switch from another replica's "
-    "records stays switched off after `kill-switch-off` reached the other one, and promotes "
-    "nothing on its own (daemon/engine.py read_back: `if any(state.kill_switch ...): "
-    "self.actions_enabled = False`)"))
 def test_a_replica_that_learned_the_kill_switch_from_the_records_also_learns_it_is_off(world: Any) -> None:
     from daemon.core.commands import ANNOTATION_PREFIX as P
     from tests.integration.live_harness import LiveDaemon, Topics, live_settings, wait_until
