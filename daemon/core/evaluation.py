@@ -35,7 +35,7 @@ import numpy as np
 from daemon.core.events import Metrics
 from detectors import judge
 from detectors.combine import split_alpha
-from detectors.histogram import Histogram, quantile
+from detectors.histogram import Histogram, quantile_of_parts
 from detectors.latency import exceedance_weights, quantile_bucket_edge
 from detectors.ratio import RatioSpec, RatioState
 from detectors.utilization import Cusum, InstanceRun, LevelRun
@@ -77,8 +77,9 @@ class PhaseCounters:
     canary_requests: int = 0
     canary_errors: int = 0
     latency_requests: int = 0
-    latency_counts: np.ndarray | None = field(default=None, compare=False)  # canary, merged
-    latency_layout: Histogram | None = None  # layout of `latency_counts`
+    # Canary latency of the phase, merged per bucket layout: ((layout, counts), ...). A layout change
+    # within a phase starts a new part; the displayed quantile counts every part.
+    latency_parts: tuple[tuple[Histogram, np.ndarray], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +219,7 @@ def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidenc
                 slow_warning=evidence.slow_warning + float(counts @ _weights(hist, lat.warning, False)),
                 slow_normal=evidence.slow_normal + float(counts @ _weights(hist, lat.normal, True)))
             ph_changes["latency_requests"] = ph.latency_requests + int(counts.sum())
-            if ph.latency_layout is None or not ph.latency_layout.same_layout(hist):
-                if ph.latency_layout is None:
-                    ph_changes.update(latency_counts=counts, latency_layout=hist)
-            else:
-                ph_changes["latency_counts"] = ph.latency_counts + counts
+            ph_changes["latency_parts"] = _add_part(ph.latency_parts, hist, counts)
     if baseline is not None:
         ph_changes["baseline_minutes"] = ph.baseline_minutes + 1
 
@@ -373,10 +370,16 @@ def _disabled(name: str) -> Verdict:
     return Verdict(Outcome.NODATA, None, None, None, f"{name} is required by the phase but disabled in the policy.")
 
 
+def _add_part(parts: tuple[tuple[Histogram, np.ndarray], ...], hist: Histogram,
+              counts: np.ndarray) -> tuple[tuple[Histogram, np.ndarray], ...]:
+    for i, (layout, merged) in enumerate(parts):
+        if layout.same_layout(hist):
+            return parts[:i] + ((layout, merged + counts),) + parts[i + 1:]
+    return parts + ((hist, counts),)
+
+
 def _phase_quantile(ph: PhaseCounters, q: float) -> float | None:
-    if ph.latency_counts is None or ph.latency_layout is None:
-        return None
-    return quantile(ph.latency_layout.layout, ph.latency_layout.edges, ph.latency_counts, q)
+    return quantile_of_parts(ph.latency_parts, q) if ph.latency_parts else None
 
 
 @lru_cache(maxsize=256)
