@@ -75,6 +75,12 @@ def _policy() -> Any:
     return _POLICY
 
 
+def warmup_minutes() -> int:
+    """The policy's canary warm-up in whole minutes: the fair oracle leaves the canary's latency out
+    for as long as the daemon does."""
+    return int(math.ceil(float(_policy().evidence.canary_warmup) / 60.0))
+
+
 def rollbackd_run(s: Scenario, m: Any, run: int) -> tuple[float, float]:
     """(rollback minute, promote-to-100% minute) for one run, NaN when it did not happen, from the
     decisions of the real engine replaying the run's events through `simulations.replay.Replayer`.
@@ -137,7 +143,7 @@ def run_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, dict[str, Any]
     rng = np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=(index, chunk)))
     m = simulate(s, rng, runs)
     out: dict[str, Any] = {
-        "oracle": B.oracle(m),
+        "oracle": B.oracle(m, latency_warmup_min=warmup_minutes()),
         "kayenta": B.kayenta_per_phase(m, s, rng),
         "kayenta-every-minute": B.kayenta_every_minute(m, s, rng),
         "flagger": B.flagger(m, s),
@@ -273,7 +279,7 @@ def run(out_dir: Path, quick: bool, runs: int | None, workers: int, names: list[
             merged[method] = (at[:limit], hm[:limit])
         promote = np.concatenate([p["promote_at"] for p in parts])[:runs_rb]
         oracle_median = None if s.is_aa else censored_quantile(times_to_detect(s, merged["oracle"][0]), 0.5)
-        analytic = None if s.is_aa else B.oracle_analytic_minutes(s)
+        analytic = None if s.is_aa else B.oracle_analytic_minutes(s, latency_warmup_min=warmup_minutes())
         for method in METHODS:
             at, hm = merged[method]
             rows.append(summarise(s, method, at, hm, promote if method == "rollbackd" else None,
