@@ -342,4 +342,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run as the package module, not as __main__: worker processes import simulations.benchmark, and a
+    # second copy of this module would keep a second policy cache, read later from disk.
+    from simulations.benchmark import main as _main
+
+    raise SystemExit(_main())
