@@ -99,16 +99,17 @@ def ratio_verdict(*, what: str, state: RatioState, spec: RatioSpec, alpha: float
                 alpha=alpha)
     e = state.e_value
     ratio_text = "n/a" if ratio is None else ("inf" if math.isinf(ratio) else f"{ratio:.3g}x")
+    bound = "the baseline's" if spec.r0 == 1.0 else f"{spec.r0:g}x the baseline's"
     if state.rejects(alpha):
         return Verdict(Outcome.FAIL, e, threshold, ratio,
-                       f"Canary {what} is more than {spec.r0:g}x the baseline's (observed {ratio_text}, "
-                       f"e-value {e:.3g} >= {threshold:.3g}).", info)
+                       f"Canary {what} is {'higher than' if spec.r0 == 1.0 else 'more than'} {bound} "
+                       f"(observed {ratio_text}, e-value {e:.3g} >= {threshold:.3g}).", info)
     if e >= min(PROMOTION_EVIDENCE, threshold):
         return Verdict(Outcome.INCONCLUSIVE, e, threshold, ratio,
-                       f"Canary {what} leans above {spec.r0:g}x the baseline's (observed {ratio_text}, "
+                       f"Canary {what} leans above {bound} (observed {ratio_text}, "
                        f"e-value {e:.3g} >= {PROMOTION_EVIDENCE:g}): waiting for more data.", info)
     return Verdict(Outcome.PASS, e, threshold, ratio,
-                   f"No evidence canary {what} exceeds {spec.r0:g}x the baseline's "
+                   f"No evidence canary {what} exceeds {bound} "
                    f"(observed {ratio_text}, e-value {e:.3g} < {threshold:.3g}).", info)
 
 
