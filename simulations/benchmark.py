@@ -2,10 +2,12 @@
 
 For every scenario of `simulations.scenario_model.catalogue()` it simulates many open-loop rollouts
 (the runbook's 5%/25%/50% schedule, 40 minutes), runs each method on exactly the same minutes, and
-writes DIR/results.json ({"rows": [...]}, one row per scenario x method), DIR/report.md and
-DIR/ttd.png. Methods: `oracle` (SPRT with the true parameters), `rollbackd` (this project's
-detectors under policies/default.yaml, through the real engine via `simulations.replay`),
-`kayenta`, `kayenta-every-minute`, `flagger`, `naive` (see `simulations.baselines`).
+writes DIR/results.json ({"rows": [...], "closed_loop_rows": [...]}, one row per scenario x method),
+DIR/report.md and DIR/ttd.png. Methods: `oracle` (one-sided likelihood ratio with the true
+parameters), `rollbackd` (this project's detectors under policies/default.yaml, through the real
+engine via `simulations.replay.Replayer`, timed by its virtual clock), `kayenta`,
+`kayenta-every-minute`, `flagger`, `naive` (see `simulations.baselines`); with --closed-loop also
+`rollbackd-closed-loop` (`simulations.benchmark_loop`). Times to detect are censored medians.
 Work is split into seeded chunks (numpy SeedSequence), so results do not depend on --workers.
 """
 from __future__ import annotations
