@@ -12,10 +12,12 @@ The choice: **Bonferroni over metrics, nothing over phases or looks.**
 * Across metrics we split alpha: with K tests, P(any false rollback) <= sum_i alpha_i = alpha.
   Bonferroni is the only combination that is valid under arbitrary dependence between metrics
   (5xx and latency move together in a real incident, and under a shared nuisance in A/A), and it
-  costs only log(K) nats per test: for K = 4 and alpha = 1%, 6.0 instead of 4.6, which is ~30%
-  more requests to detect, against the alternative of averaging e-values (average of K e-values
-  is an e-value but dilutes a single strong signal by the same factor K, and gives no per-metric
-  statement for the decision record).
+  costs only log(1/w_i) nats per test. The split is *weighted* by what alpha buys (the caller's
+  weights; `daemon.core.evaluation.ALPHA_WEIGHTS` gives each ratio test 0.45 and each level test
+  0.05): the ratio tests carry the fast detections and pay 5.4 nats at alpha = 1% instead of 6.0
+  for an equal split of four. Averaging e-values is the alternative (an average of K e-values is
+  an e-value) but dilutes a single strong signal by K and gives no per-metric statement for the
+  decision record.
 * Dry-run tests never act, so they take no share. Gauge detectors (memory/CPU persistence and
   CUSUM) are not statistical tests of a per-request null and take no share either: their false
   alarms are governed by the policy's margins (`allowed_increase`, persistence) instead, which the

@@ -118,6 +118,50 @@ def quantile(layout: str, edges: Sequence[float], counts: np.ndarray, q: float) 
     return lower + (upper - lower) * fraction
 
 
+def _cdf(layout: str, edges: Sequence[float], counts: np.ndarray, x: float) -> float:
+    """Requests at or below x, interpolating inside the bucket as `quantile` does (its inverse)."""
+    e = np.asarray(edges, dtype=float)
+    if x < e[0]:
+        return 0.0
+    if x >= e[-1]:
+        return float(counts[:-1].sum())
+    i = int(np.searchsorted(e, x, side="right"))  # finite bucket i covers [e[i-1], e[i])
+    lower, upper = float(e[i - 1]), float(e[i])
+    if layout == "exponential" and lower > 0:
+        fraction = math.log(x / lower) / math.log(upper / lower)
+    else:
+        fraction = (x - lower) / (upper - lower)
+    return float(counts[:i].sum()) + fraction * float(counts[i])
+
+
+def quantile_of_parts(parts: Sequence[tuple["Histogram", np.ndarray]], q: float) -> float | None:
+    """The q-quantile of histograms merged across *different* bucket layouts (a layout change
+    within a phase): the value where the summed interpolated CDFs reach q x total, by bisection.
+    With one layout it is exactly `quantile`."""
+    parts = [(h, np.asarray(c, dtype=float)) for h, c in parts if float(np.sum(c)) > 0]
+    if not parts:
+        return None
+    if len(parts) == 1 or all(h.same_layout(parts[0][0]) for h, _ in parts):
+        h0 = parts[0][0]
+        return quantile(h0.layout, h0.edges, sum(c for _, c in parts), q)
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("quantile must be within [0, 1]")
+    target = q * sum(float(c.sum()) for _, c in parts)
+    lo = min(float(h.edges[0]) for h, _ in parts)
+    hi = max(float(h.edges[-1]) for h, _ in parts)
+    if sum(_cdf(h.layout, h.edges, c, lo) for h, c in parts) >= target:
+        return lo
+    if sum(_cdf(h.layout, h.edges, c, hi) for h, c in parts) < target:
+        return hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if sum(_cdf(h.layout, h.edges, c, mid) for h, c in parts) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def _pad(counts: Sequence[int], expected: int) -> tuple[int, ...]:
     """Cloud Monitoring may omit trailing zero buckets; more buckets than the layout is an error."""
     values = tuple(int(c) for c in counts)

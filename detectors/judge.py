@@ -33,19 +33,28 @@ def pct(x: float | None) -> str:
 def level_verdict(*, what: str, n: float, k_critical: float, k_warning: float, k_normal: float,
                   critical: float, warning: float, normal: float, alpha: float, phase_n: float,
                   min_n: float, observed: float | None, observed_text: str, levels_text: tuple[str, str, str],
-                  details: dict | None = None) -> Verdict:
+                  details: dict | None = None, log_e: tuple[float, float] | None = None,
+                  breaker: str | None = None) -> Verdict:
     """Level test of a rate (5xx share, or share of requests slower than a latency level).
 
     `levels_text` are the human forms of (normal, warning, critical), e.g. ("0.1%", "0.5%", "1%")
-    or ("500ms", "1s", "2s"); the k_* are event counts counted against each level."""
+    or ("500ms", "1s", "2s"); the k_* are event counts counted against each level. `log_e` gives
+    the (critical, warning) log e-values when the caller accumulates them minute by minute with a
+    per-minute cap (`rate.CappedLevel`); otherwise they come from the cumulative counts. `breaker`
+    is the sentence of a tripped absolute breaker (a FAIL whatever the e-values say)."""
     threshold = 1.0 / alpha
     log_t = math.log(threshold)
     info = dict(details or {})
     info.update(requests=n, alpha=alpha)
+    if breaker is not None:
+        return Verdict(Outcome.FAIL, None, threshold, observed, breaker, info)
     if n <= 0:
         return Verdict(Outcome.NODATA, None, threshold, None, f"No canary {what} data yet.", info)
-    log_crit = rate.log_e_above(k_critical, n, critical)
-    log_warn = rate.log_e_above(k_warning, n, warning)
+    if log_e is None:
+        log_crit = rate.log_e_above(k_critical, n, critical)
+        log_warn = rate.log_e_above(k_warning, n, warning)
+    else:
+        log_crit, log_warn = log_e
     log_norm = rate.log_e_above(k_normal, n, normal)
     info.update(e_critical=_exp(log_crit), e_warning=_exp(log_warn), e_normal=_exp(log_norm))
     norm_t, warn_t, crit_t = levels_text
@@ -90,16 +99,17 @@ def ratio_verdict(*, what: str, state: RatioState, spec: RatioSpec, alpha: float
                 alpha=alpha)
     e = state.e_value
     ratio_text = "n/a" if ratio is None else ("inf" if math.isinf(ratio) else f"{ratio:.3g}x")
+    bound = "the baseline's" if spec.r0 == 1.0 else f"{spec.r0:g}x the baseline's"
     if state.rejects(alpha):
         return Verdict(Outcome.FAIL, e, threshold, ratio,
-                       f"Canary {what} is more than {spec.r0:g}x the baseline's (observed {ratio_text}, "
-                       f"e-value {e:.3g} >= {threshold:.3g}).", info)
+                       f"Canary {what} is {'higher than' if spec.r0 == 1.0 else 'more than'} {bound} "
+                       f"(observed {ratio_text}, e-value {e:.3g} >= {threshold:.3g}).", info)
     if e >= min(PROMOTION_EVIDENCE, threshold):
         return Verdict(Outcome.INCONCLUSIVE, e, threshold, ratio,
-                       f"Canary {what} leans above {spec.r0:g}x the baseline's (observed {ratio_text}, "
+                       f"Canary {what} leans above {bound} (observed {ratio_text}, "
                        f"e-value {e:.3g} >= {PROMOTION_EVIDENCE:g}): waiting for more data.", info)
     return Verdict(Outcome.PASS, e, threshold, ratio,
-                   f"No evidence canary {what} exceeds {spec.r0:g}x the baseline's "
+                   f"No evidence canary {what} exceeds {bound} "
                    f"(observed {ratio_text}, e-value {e:.3g} < {threshold:.3g}).", info)
 
 

@@ -18,6 +18,7 @@ Bernoulli model it stands for, and the detectors only use fractions to make PASS
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -77,6 +78,38 @@ def log_e_above_array(k: np.ndarray, n: np.ndarray, level: float) -> np.ndarray:
     terms = k[..., None] * a + (n - k)[..., None] * b
     top = terms.max(axis=-1)
     return top + np.log(np.exp(terms - top[..., None]).mean(axis=-1))
+
+
+@dataclass(frozen=True, slots=True)
+class CappedLevel:
+    """The level e-process accumulated minute by minute, each minute's log likelihood ratio capped
+    at `cap` per alternative (a censored likelihood ratio, Huber's answer to contamination):
+
+        log E_T = log mean_j exp( sum_t min(cap, k_t a_j + (n_t - k_t) b_j) ).
+
+    min(cap, LR) has expectation <= E[LR] <= 1 under "rate <= level" in every minute, so this is
+    still a test supermartingale: one burst minute (a retry storm into a small canary) adds at
+    most `cap`, while a real excess keeps adding every minute. With cap = inf it equals
+    `log_e_above` on the cumulative counts."""
+
+    level: float
+    cap: float
+    sums: tuple[float, ...]
+
+    @staticmethod
+    def empty(level: float, cap: float = math.inf) -> "CappedLevel":
+        return CappedLevel(float(level), float(cap), (0.0,) * len(_coefficients(float(level), True)))
+
+    def update(self, k: float, n: float) -> "CappedLevel":
+        if n <= 0:
+            return self
+        coeffs = _coefficients(self.level, True)
+        return CappedLevel(self.level, self.cap, tuple(
+            total + min(self.cap, k * a + (n - k) * b) for total, (a, b) in zip(self.sums, coeffs)))
+
+    @property
+    def log_e(self) -> float:
+        return _logmeanexp(self.sums)
 
 
 def confidence_sequence(k: float, n: float, alpha: float) -> tuple[float, float]:

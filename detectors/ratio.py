@@ -21,8 +21,12 @@ keeps each factor's expectation <= 1, so validity is kept while one burst minute
 retry storm) cannot roll back on its own. Exact for rare events; for rates of tens of percent
 the odds ratio exceeds the rate ratio and the test is slightly anti-conservative (documented).
 
-A two-sided confidence sequence for r comes from the prior-posterior ratio on a log grid of
-ratios: CS_T = {r : sum_i w_i L_T(r_i) / L_T(r) < 1/alpha}, which is a martingale under each r.
+The confidence bounds shown in a decision come from the *same* capped construction: for each r on
+a log grid, the one-sided e-process for "ratio <= r" (alternatives r x the test's factors, capped
+per minute like the test) gives the lower bound, the mirror image ("ratio >= r", alternatives r /
+factors) the upper bound, each at the test's alpha. So a decision record cannot say FAIL and show a
+lower bound under r0, or PASS and show one above it (the bounds are clamped to the test's verdict
+at r0, which only grid resolution could contradict).
 """
 from __future__ import annotations
 
@@ -31,8 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Alternatives as multiples of r0, equal weights.
-ALT_FACTORS: tuple[float, ...] = (1.25, 1.6, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 50.0, 200.0)
+from detectors.dispersion import temper
+
+# Alternatives as multiples of r0, equal weights. Concentrated where regressions that matter are
+# (x1.5 to x50): each costs log(7) = 1.9 nats over an oracle that knew the size, against log(10)
+# for the earlier 1.25..200 grid, and x200 (an outage) is left to the level test's breaker.
+ALT_FACTORS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 8.0, 15.0, 50.0)
 # Grid for the confidence sequence: 1/256 .. 256 in steps of 2^(1/4).
 CS_GRID: np.ndarray = 2.0 ** (np.arange(-32, 33) / 4.0)
 
@@ -45,20 +53,29 @@ class RatioSpec:
     alternatives: np.ndarray  # r_j > r0
     grid: np.ndarray  # CS grid (sorted)
     cap_log: float  # per-minute cap on each alternative's log likelihood ratio (inf: none)
-    all_r: np.ndarray  # [alternatives, grid, r0]
+    all_r: np.ndarray  # [alternatives, r0, grid, grid x factors, grid / factors]
     log_all: np.ndarray  # log of all_r
 
     @staticmethod
     def make(r0: float, cap_log: float = math.inf) -> "RatioSpec":
         if not (r0 > 0 and math.isfinite(r0)):
             raise ValueError("r0 must be a positive ratio")
-        alternatives = r0 * np.asarray(ALT_FACTORS)
-        all_r = np.concatenate((alternatives, CS_GRID, [r0]))
+        factors = np.asarray(ALT_FACTORS)
+        alternatives = r0 * factors
+        up = (CS_GRID[:, None] * factors[None, :]).ravel()
+        down = (CS_GRID[:, None] / factors[None, :]).ravel()
+        all_r = np.concatenate((alternatives, [r0], CS_GRID, up, down))
         for array in (alternatives, all_r):
             array.setflags(write=False)
         log_all = np.log(all_r)
         log_all.setflags(write=False)
         return RatioSpec(float(r0), alternatives, CS_GRID, float(cap_log), all_r, log_all)
+
+    def split(self, terms: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-r log-likelihood terms -> (alternatives, r0, grid, grid x factors, grid / factors)."""
+        j, g = len(self.alternatives), len(self.grid)
+        return (terms[:j], float(terms[j]), terms[j + 1:j + 1 + g], terms[j + 1 + g:j + 1 + g + g * j].reshape(g, j),
+                terms[j + 1 + g + g * j:].reshape(g, j))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +83,8 @@ class RatioState:
     """Immutable running state; arrays are never mutated (every update builds new ones)."""
 
     log_e_alt: np.ndarray  # per alternative: sum_t min(cap, log LR_t)
-    log_lik: np.ndarray  # per CS grid point: sum_t log-likelihood (uncapped), up to a constant
+    cs_up: np.ndarray  # (grid, factors): sum_t min(cap, log LR_t(r x f vs r)), "ratio <= r"
+    cs_down: np.ndarray  # (grid, factors): sum_t min(cap, log LR_t(r / f vs r)), "ratio >= r"
     log_e: float  # log E_T, the mixture over alternatives
     max_log_e: float  # running max of log E (anytime p-value)
     canary_events: float
@@ -77,31 +95,41 @@ class RatioState:
 
     @staticmethod
     def empty(spec: RatioSpec) -> "RatioState":
-        return RatioState(np.zeros(len(spec.alternatives)), np.zeros(len(spec.grid)), 0.0, 0.0,
+        shape = (len(spec.grid), len(spec.alternatives))
+        return RatioState(np.zeros(len(spec.alternatives)), np.zeros(shape), np.zeros(shape), 0.0, 0.0,
                           0.0, 0.0, 0.0, 0.0, 0)
 
     # --- per minute ---------------------------------------------------------------------------
     def update(self, spec: RatioSpec, canary_events: float, canary_requests: float,
-               baseline_events: float, baseline_requests: float) -> "RatioState":
+               baseline_events: float, baseline_requests: float, share_variance: float = 0.0) -> "RatioState":
+        """Add one minute. `share_variance` (s^2 of the canary share's per-minute log-odds, estimated
+        from earlier minutes only) tempers the minute's likelihood ratios to LR^(1/phi), phi =
+        1 + (m - 1) q0 (1 - q0) s^2 (`detectors.dispersion.temper`); s^2 = 0 is the plain test."""
         c, b = float(canary_events), float(baseline_events)
         n_c, n_b = float(canary_requests), float(baseline_requests)
         totals = (self.canary_events + c, self.baseline_events + b,
                   self.canary_requests + n_c, self.baseline_requests + n_b)
         if n_c <= 0 or n_b <= 0 or c + b <= 0:  # no information about the ratio this minute
-            return RatioState(self.log_e_alt, self.log_lik, self.log_e, self.max_log_e, *totals, self.minutes)
+            return RatioState(self.log_e_alt, self.cs_up, self.cs_down, self.log_e, self.max_log_e, *totals,
+                              self.minutes)
         pi = n_c / (n_c + n_b)
         # log q(r) = log r + log pi - log(r pi + 1 - pi); log(1 - q(r)) = log(1 - pi) - log(r pi + 1 - pi):
         # the log-likelihood of (c, b) is c log r - (c + b) log(r pi + 1 - pi) + terms free of r.
-        # One log over [alternatives, CS grid, r0] does it all (this is the per-minute hot path).
+        # One log over every r the test and the bounds need (this is the per-minute hot path).
         terms = c * spec.log_all - (c + b) * np.log(spec.all_r * pi + (1.0 - pi))
-        n_alt = len(spec.alternatives)
-        llr = terms[:n_alt] - terms[-1]
+        alt, at_r0, grid, up, down = spec.split(terms)
+        llr, llr_up, llr_down = alt - at_r0, up - grid[:, None], down - grid[:, None]
+        if share_variance > 0:
+            phi = temper(share_variance, c + b, spec.r0 * pi / (spec.r0 * pi + 1.0 - pi))
+            llr, llr_up, llr_down = llr / phi, llr_up / phi, llr_down / phi
         if spec.cap_log < math.inf:
             llr = np.minimum(llr, spec.cap_log)
+            llr_up = np.minimum(llr_up, spec.cap_log)
+            llr_down = np.minimum(llr_down, spec.cap_log)
         log_e_alt = self.log_e_alt + llr
-        log_lik = self.log_lik + terms[n_alt:-1]
         log_e = _logmeanexp(log_e_alt)
-        return RatioState(log_e_alt, log_lik, log_e, max(self.max_log_e, log_e), *totals, self.minutes + 1)
+        return RatioState(log_e_alt, self.cs_up + llr_up, self.cs_down + llr_down, log_e,
+                          max(self.max_log_e, log_e), *totals, self.minutes + 1)
 
     # --- read-outs ----------------------------------------------------------------------------
     @property
@@ -127,21 +155,29 @@ class RatioState:
         return rate_c / rate_b
 
     def confidence_sequence(self, spec: RatioSpec, alpha: float) -> tuple[float, float]:
-        """Time-uniform (1 - alpha) interval for r, at the grid's resolution (2^(1/4))."""
+        """Time-uniform bounds for r at the grid's resolution (2^(1/4)): each side one-sided at
+        `alpha`, from the same capped mixture as the test, and clamped to the test's verdict at r0:
+        lower > r0 exactly when `rejects(alpha)`."""
         if self.minutes == 0:
             return 0.0, math.inf
-        log_m = _logmeanexp(self.log_lik) - self.log_lik
-        inside = np.flatnonzero(log_m < math.log(1.0 / alpha))
-        if inside.size == 0:  # numerically impossible (the max-likelihood point is always inside)
-            return 0.0, math.inf
-        lo_i, hi_i = int(inside[0]), int(inside[-1])
-        lower = 0.0 if lo_i == 0 else float(spec.grid[lo_i - 1])
-        upper = math.inf if hi_i == len(spec.grid) - 1 else float(spec.grid[hi_i + 1])
-        return lower, upper
+        level = math.log(1.0 / alpha)
+        up = _logmeanexp_rows(self.cs_up) >= level  # "ratio <= grid[i]" rejected
+        down = _logmeanexp_rows(self.cs_down) >= level  # "ratio >= grid[i]" rejected
+        grid = spec.grid
+        lo_run = int(np.argmin(up)) if not up.all() else len(grid)  # rejected from the bottom
+        lower = 0.0 if lo_run == 0 else float(grid[lo_run - 1])
+        hi_run = int(np.argmin(down[::-1])) if not down.all() else len(grid)
+        upper = math.inf if hi_run == 0 else float(grid[len(grid) - hi_run])
+        if self.rejects(alpha):
+            lower = max(lower, spec.r0)
+        elif lower >= spec.r0:
+            below = grid[grid < spec.r0]
+            lower = float(below[-1]) if below.size else 0.0
+        return lower, max(upper, lower)
 
 
 def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.ndarray,
-                        n_b: np.ndarray) -> np.ndarray:
+                        n_b: np.ndarray, phi: np.ndarray | float = 1.0) -> np.ndarray:
     """Vectorised: log E_t for runs x minutes arrays (shape (..., T)); returns the same shape, the
     e-process after each minute. Minutes without information contribute nothing."""
     c, n_c, b, n_b = (np.asarray(x, dtype=float) for x in (c, n_c, b, n_b))
@@ -151,13 +187,19 @@ def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.n
     alts = spec.alternatives
     q0 = (spec.r0 * pi / (spec.r0 * pi + 1.0 - pi))[..., None]
     qa = alts * pi[..., None] / (alts * pi[..., None] + 1.0 - pi[..., None])
-    llr = c[..., None] * np.log(qa / q0) + b[..., None] * np.log((1.0 - qa) / (1.0 - q0))
+    llr = (c[..., None] * np.log(qa / q0) + b[..., None] * np.log((1.0 - qa) / (1.0 - q0))) / np.asarray(
+        phi, dtype=float)[..., None]
     if spec.cap_log < math.inf:
         llr = np.minimum(llr, spec.cap_log)
     llr = np.where(informative[..., None], llr, 0.0)
     cum = np.cumsum(llr, axis=-2)
     top = cum.max(axis=-1)
     return top + np.log(np.exp(cum - top[..., None]).mean(axis=-1))
+
+
+def _logmeanexp_rows(values: np.ndarray) -> np.ndarray:
+    top = values.max(axis=1)
+    return top + np.log(np.exp(values - top[:, None]).mean(axis=1))
 
 
 def _logmeanexp(values: np.ndarray) -> float:

@@ -154,7 +154,11 @@ class RatioCheck(_Model):
     `max_ratio` times worse (the allowed degradation r0)."""
 
     enabled: bool = True
-    max_ratio: float = Field(gt=1.0, le=100.0)
+    max_ratio: float = Field(ge=1.0, le=100.0)
+    overdispersion: float = Field(0.0, ge=0.0, le=4.0, description=(
+        "Prior variance of one revision's per-minute log error odds beyond binomial noise (from the "
+        "service's history); the test is tempered by it until the rollout's own baseline minutes "
+        "refine it. 0 = the plain binomial test."))
     on_fail: Action = "rollback"
     dry_run: bool = False
 

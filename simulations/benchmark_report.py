@@ -20,20 +20,28 @@ def _fmt(value: Any, pct: bool = False) -> str:
     return str(value)
 
 
+def _ttd(r: dict[str, Any], key: str) -> str:
+    if r["detection_rate"] is None:
+        return "–"
+    return "never" if r[key] is None else _fmt(r[key])
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| scenario | method | runs | false rollbacks (CP upper 95%) | detected | TTD median | TTD p90 "
-            "| × oracle | oracle analytic | harm (requests) |")
-    lines = [head, "|" + "---|" * 10]
+            "| × oracle | TTD median, detected only | oracle analytic | harm (requests) |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         frr = "–" if r["false_rollback_rate"] is None else (
             f"{_fmt(r['false_rollback_rate'], True)} ({_fmt(r['clopper_pearson_upper95'], True)})")
         lines.append(f"| {r['scenario']} | {r['method']} | {r['runs']} | {frr} | {_fmt(r['detection_rate'], True)} "
-                     f"| {_fmt(r['ttd_median_min'])} | {_fmt(r['ttd_p90_min'])} | {_fmt(r['oracle_ratio'])} "
-                     f"| {_fmt(r['oracle_analytic_min'])} | {_fmt(r['harm_requests'])} |")
+                     f"| {_ttd(r, 'ttd_median_min')} | {_ttd(r, 'ttd_p90_min')} | {_fmt(r['oracle_ratio'])} "
+                     f"| {_fmt(r.get('ttd_median_detected_min'))} | {_fmt(r['oracle_analytic_min'])} "
+                     f"| {_fmt(r['harm_requests'])} |")
     return "\n".join(lines)
 
 
-def write_report(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write_report(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
+                 closed_rows: list[dict[str, Any]] | None = None) -> None:
     text = [
         "# Detection benchmark",
         "",
@@ -42,14 +50,37 @@ def write_report(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
         f"50% 15 min), {meta['horizon_min']} minutes of data; `rollbackd` uses {meta['policy']} through "
         f"`{meta['rollbackd_path']}`.",
         "",
-        "TTD is minutes of data from the regression's onset to the rollback, including visibility delay, "
-        "over detected runs. Harm is the mean expected excess bad canary requests (5xx or slower than "
-        "500 ms) served before the rollback or the end of the rollout. False rollbacks apply to A/A "
-        "scenarios (kind `aa`); the Clopper–Pearson bound is the upper end of the two-sided 95% interval.",
+        "TTD is minutes from the regression's onset to the rollback decision. Every method is timed the "
+        "same way: a decision on a data minute is made when that minute's points are visible (its end "
+        "plus the later arm's visibility delay); `rollbackd` is timed by the replay's virtual clock when "
+        "the engine decides. Medians and p90 are **censored**: a run not detected within the rollout "
+        "counts as never, so a median reads \"never\" when fewer than half the runs are detected; the "
+        "median over detected runs only is shown for reference. The **oracle** is one-sided: the "
+        "likelihood ratio of the true parameters on the same minutes, rolling back when it reaches "
+        "log(1/0.01); it never stops by accepting H0, and its median is over all runs (censored). "
+        "× oracle is the ratio of censored medians; \"oracle analytic\" is the minute at which the "
+        "oracle's expected log-likelihood ratio reaches log(1/0.01). Harm is the mean expected "
+        "excess bad canary requests (5xx or slower than 500 ms) served before the rollback or the end "
+        "of the rollout. False rollbacks apply to A/A scenarios (kind `aa`); the Clopper–Pearson "
+        "bound is the upper end of the two-sided 95% interval.",
         "",
         table(rows),
         "",
     ]
+    if closed_rows:
+        from simulations.benchmark_loop import closed_table
+
+        text += [
+            "## Closed loop",
+            "",
+            "`rollbackd` with its own traffic decisions feeding the simulator (`simulations.benchmark_loop`): "
+            "a hold keeps the canary at its share, a rollback sends it nothing; runs end at the rollback, "
+            "the promotion to 100% or minute 60. Exposure is the canary's traffic share × minutes served "
+            "(1.0 = one minute of all traffic); canary 5xx served and excess bad requests are per run.",
+            "",
+            closed_table(closed_rows),
+            "",
+        ]
     path.write_text("\n".join(text))
 
 

@@ -101,8 +101,10 @@ class MinuteSim:
         e_c = rng.binomial(n_c, p_c)
         e_b = rng.binomial(n_b, p_b)
         if s.burst_prob > 0:
+            # A burst (a crash loop, a retry storm) lands on a request, so on each arm in proportion
+            # to its traffic: sending half to a 5% canary would make the A/A canary 1.3x worse.
             burst = (rng.random(runs) < s.burst_prob) * rng.poisson(s.burst_mean, runs)
-            to_canary = rng.random(runs) < 0.5
+            to_canary = rng.random(runs) < w
             extra_c = np.where(to_canary & (n_c > 0), burst, 0)
             extra_b = np.where(~to_canary & (n_b > 0), burst, 0)
             n_c, e_c = n_c + extra_c, e_c + extra_c

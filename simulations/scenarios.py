@@ -23,7 +23,8 @@ from simulations.scenario_sim import Minutes, MinuteSim, simulate
 
 __all__ = [
     "RUNBOOK_SCHEDULE", "Buckets", "Profile", "Step", "Scenario", "catalogue", "get_scenario", "Minutes",
-    "MinuteSim", "simulate", "MinuteRecord", "generate", "records_from_arrays", "to_events", "TrafficModel",
+    "MinuteSim", "simulate", "MinuteRecord", "generate", "records_from_arrays", "to_events", "timed_events",
+    "TrafficModel",
     "RevisionBehaviour", "ScenarioFileError", "load_scenario_file", "scenario_from_file", "DEFAULT_START",
 ]
 
@@ -98,6 +99,13 @@ def to_events(scenario: Scenario, records: list[MinuteRecord], start: datetime =
     """The events a recording of this rollout holds: the `Deploy` at `start`, then each Metrics point
     in the order it becomes visible (late points arrive after later minutes). With `include_ticks`, a
     `Tick` at every minute boundary, so a consumer sees time pass even when no data arrives."""
+    return [event for _, event in timed_events(scenario, records, start, include_ticks)]
+
+
+def timed_events(scenario: Scenario, records: list[MinuteRecord], start: datetime = DEFAULT_START,
+                 include_ticks: bool = False) -> list[tuple[datetime, Event]]:
+    """`to_events` with each event's delivery time (when its point becomes visible), so a replay
+    can hand the engine each point when it could have read it (`Replayer.feed(event, at)`)."""
     deploy = Deploy(time=start, service=scenario.service, revision=scenario.canary_revision,
                     baseline=scenario.baseline_revision, canary_percent=0, principal="ci@example.com")
     timed: list[tuple[datetime, int, int, Event]] = []
@@ -110,7 +118,7 @@ def to_events(scenario: Scenario, records: list[MinuteRecord], start: datetime =
         if rec.canary is not None:
             timed.append((rec.canary_visible_at, 2, order, rec.canary))
     timed.sort(key=lambda item: (item[0], item[1], item[2]))
-    return [deploy] + [event for *_, event in timed]
+    return [(start, deploy)] + [(at, event) for at, _, _, event in timed]
 
 
 class TrafficModel:

@@ -35,7 +35,9 @@ import numpy as np
 from daemon.core.events import Metrics
 from detectors import judge
 from detectors.combine import split_alpha
-from detectors.histogram import Histogram, quantile
+from detectors.dispersion import Dispersion
+from detectors.rate import CappedLevel
+from detectors.histogram import Histogram, quantile_of_parts
 from detectors.latency import exceedance_weights, quantile_bucket_edge
 from detectors.ratio import RatioSpec, RatioState
 from detectors.utilization import Cusum, InstanceRun, LevelRun
@@ -43,8 +45,19 @@ from detectors.verdict import Outcome, Verdict
 from policies.model import Policy
 from policies.units import format_ms
 
-# Sequential tests that share comparison.alpha (when enabled and not dry-run).
+# Sequential tests that share comparison.alpha (when enabled and not dry-run), and their weights:
+# alpha goes where it buys detection time. The ratio tests carry the fast detections; the level
+# tests are a backstop for what a ratio cannot see (a baseline that is bad too) and, capped, need
+# little: 0.45% to each ratio test and 0.05% to each level test at alpha = 1%.
 SEQUENTIAL_CRITERIA: tuple[str, ...] = ("error_rate", "latency_p99", "error_ratio", "latency_ratio")
+ALPHA_WEIGHTS: dict[str, float] = {"error_rate": 0.05, "latency_p99": 0.05, "error_ratio": 0.45,
+                                   "latency_ratio": 0.45}
+# The absolute outage breaker: one canary minute with at least this many requests, this share of
+# them 5xx and this many 5xx rolls back at once (the capped tests need two minutes). Under the
+# critical level's null (rate <= 1%) such a minute has probability < 1e-20.
+BREAKER_MIN_REQUESTS = 100
+BREAKER_ERROR_RATIO = 0.2
+BREAKER_MIN_ERRORS = 20
 # One minute may contribute at most this share of log(1/alpha_i) to a ratio e-process, so a
 # single burst minute can never roll back on its own (see detectors.ratio); a real regression
 # keeps contributing every minute.
@@ -77,8 +90,9 @@ class PhaseCounters:
     canary_requests: int = 0
     canary_errors: int = 0
     latency_requests: int = 0
-    latency_counts: np.ndarray | None = field(default=None, compare=False)  # canary, merged
-    latency_layout: Histogram | None = None  # layout of `latency_counts`
+    # Canary latency of the phase, merged per bucket layout: ((layout, counts), ...). A layout change
+    # within a phase starts a new part; the displayed quantile counts every part.
+    latency_parts: tuple[tuple[Histogram, np.ndarray], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +112,13 @@ class Evidence:
     slow_warning: float = 0.0
     slow_normal: float = 0.0
     error_ratio: RatioState | None = None
+    # capped level e-processes (critical, warning) for 5xx and for slow requests; the breaker's text
+    error_levels: tuple[CappedLevel, CappedLevel] | None = None
+    slow_levels: tuple[CappedLevel, CappedLevel] | None = None
+    breaker: str | None = None
+    # the baseline's minute-level dispersion (5xx, slow requests): tempers the ratio tests
+    error_dispersion: Dispersion = Dispersion()
+    slow_dispersion: Dispersion = Dispersion()
     slow_threshold_ms: float | None = None
     warmup_counts: np.ndarray | None = field(default=None, compare=False)
     warmup_layout: Histogram | None = None
@@ -160,10 +181,11 @@ def alphas(policy: Policy) -> dict[str, float]:
 
 @lru_cache(maxsize=64)
 def _alphas(alpha: float, active: tuple[bool, ...]) -> tuple[tuple[str, float], ...]:
-    weights = {name: 1.0 if on else 0.0 for name, on in zip(SEQUENTIAL_CRITERIA, active)}
+    weights = {name: ALPHA_WEIGHTS[name] if on else 0.0 for name, on in zip(SEQUENTIAL_CRITERIA, active)}
     shares = split_alpha(alpha, weights)
-    equal = alpha / max(1, sum(1 for w in weights.values() if w > 0))
-    return tuple((k, v if v > 0 else equal) for k, v in shares.items())
+    # a dry-run test is evaluated as if every test were active (its share of the full weights)
+    as_if = split_alpha(alpha, ALPHA_WEIGHTS)
+    return tuple((k, v if v > 0 else as_if[k]) for k, v in shares.items())
 
 
 def new_evidence(policy: Policy) -> Evidence:
@@ -171,8 +193,17 @@ def new_evidence(policy: Policy) -> Evidence:
     cmp = policy.comparison
     error_spec = RatioSpec.make(cmp.error_rate.max_ratio, MINUTE_CAP_SHARE * math.log(1 / a["error_ratio"]))
     latency_spec = RatioSpec.make(cmp.latency.max_ratio, MINUTE_CAP_SHARE * math.log(1 / a["latency_ratio"]))
+    km = policy.key_metrics
+    error_cap = MINUTE_CAP_SHARE * math.log(1 / a["error_rate"])
+    slow_cap = MINUTE_CAP_SHARE * math.log(1 / a["latency_p99"])
+    slow_level = 1 - km.latency_p99.percentile / 100
     return Evidence(error_spec=error_spec, latency_spec=latency_spec,
                     error_ratio=RatioState.empty(error_spec), latency_ratio=RatioState.empty(latency_spec),
+                    error_levels=(CappedLevel.empty(km.error_rate.critical, error_cap),
+                                  CappedLevel.empty(km.error_rate.warning, error_cap)),
+                    slow_levels=(CappedLevel.empty(slow_level, slow_cap), CappedLevel.empty(slow_level, slow_cap)),
+                    error_dispersion=Dispersion(prior=cmp.error_rate.overdispersion),
+                    slow_dispersion=Dispersion(prior=cmp.latency.overdispersion),
                     slow_threshold_ms=cmp.latency.slow_above)
 
 
@@ -202,6 +233,13 @@ def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidenc
         changes.update(canary_requests=evidence.canary_requests + n, canary_errors=evidence.canary_errors + k)
         ph_changes.update(canary_minutes=ph.canary_minutes + 1, canary_requests=ph.canary_requests + n,
                           canary_errors=ph.canary_errors + k)
+        if evidence.error_levels is not None:
+            changes["error_levels"] = tuple(level.update(k, n) for level in evidence.error_levels)
+        if (evidence.breaker is None and n >= BREAKER_MIN_REQUESTS and k >= BREAKER_MIN_ERRORS
+                and k >= BREAKER_ERROR_RATIO * n):
+            changes["breaker"] = (f"Canary outage: {k} of {n} requests ({100 * k / n:.3g}%) failed with 5xx in the "
+                                  f"minute to {sample.end:%H:%M} (breaker: at least {BREAKER_MIN_ERRORS} 5xx and "
+                                  f"{100 * BREAKER_ERROR_RATIO:g}% of at least {BREAKER_MIN_REQUESTS} requests).")
         changes["memory"] = evidence.memory.update(canary.memory_utilization, km.memory_utilization.normal,
                                                    km.memory_utilization.warning, km.memory_utilization.critical)
         if km.cpu_utilization is not None:
@@ -212,24 +250,31 @@ def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidenc
         if hist is not None and hist.total > 0 and not warming:
             counts = np.asarray(hist.counts, dtype=float)
             lat = km.latency_p99
+            over_critical = float(counts @ _weights(hist, lat.critical, False))
+            over_warning = float(counts @ _weights(hist, lat.warning, False))
             changes.update(
                 latency_requests=evidence.latency_requests + counts.sum(),
-                slow_critical=evidence.slow_critical + float(counts @ _weights(hist, lat.critical, False)),
-                slow_warning=evidence.slow_warning + float(counts @ _weights(hist, lat.warning, False)),
+                slow_critical=evidence.slow_critical + over_critical,
+                slow_warning=evidence.slow_warning + over_warning,
                 slow_normal=evidence.slow_normal + float(counts @ _weights(hist, lat.normal, True)))
+            if evidence.slow_levels is not None:
+                crit, warn = evidence.slow_levels
+                changes["slow_levels"] = (crit.update(over_critical, float(counts.sum())),
+                                          warn.update(over_warning, float(counts.sum())))
             ph_changes["latency_requests"] = ph.latency_requests + int(counts.sum())
-            if ph.latency_layout is None or not ph.latency_layout.same_layout(hist):
-                if ph.latency_layout is None:
-                    ph_changes.update(latency_counts=counts, latency_layout=hist)
-            else:
-                ph_changes["latency_counts"] = ph.latency_counts + counts
+            ph_changes["latency_parts"] = _add_part(ph.latency_parts, hist, counts)
     if baseline is not None:
         ph_changes["baseline_minutes"] = ph.baseline_minutes + 1
 
     if canary is not None and baseline is not None:
         if evidence.error_ratio is not None:
+            # tempered by the dispersion of earlier minutes only (the update below comes after)
             changes["error_ratio"] = evidence.error_ratio.update(
-                evidence.error_spec, canary.errors, canary.requests, baseline.errors, baseline.requests)
+                evidence.error_spec, canary.errors, canary.requests, baseline.errors, baseline.requests,
+                evidence.error_dispersion.share_variance)
+    if baseline is not None:
+        changes["error_dispersion"] = evidence.error_dispersion.update(baseline.errors, baseline.requests)
+    if canary is not None and baseline is not None:
         changes["memory_drift"] = evidence.memory_drift.update(
             canary.memory_utilization, baseline.memory_utilization, policy.comparison.memory.allowed_increase)
     _observe_slow_ratio(evidence, policy, None if warming else canary, baseline, changes)
@@ -267,9 +312,11 @@ def _observe_slow_ratio(evidence: Evidence, policy: Policy, canary: Metrics | No
         return
     c_counts = np.asarray(c_hist.counts, dtype=float)
     b_counts = np.asarray(b_hist.counts, dtype=float)
+    b_slow = float(b_counts @ _weights(b_hist, threshold, False))
     changes["latency_ratio"] = evidence.latency_ratio.update(
         evidence.latency_spec, float(c_counts @ _weights(c_hist, threshold, False)), float(c_counts.sum()),
-        float(b_counts @ _weights(b_hist, threshold, False)), float(b_counts.sum()))
+        b_slow, float(b_counts.sum()), evidence.slow_dispersion.share_variance)
+    changes["slow_dispersion"] = evidence.slow_dispersion.update(b_slow, float(b_counts.sum()))
 
 
 # --- assessing ----------------------------------------------------------------------------------
@@ -300,7 +347,10 @@ def assess(evidence: Evidence, policy: Policy, phase_index: int, *, open_alerts:
         warning=er.warning, normal=er.normal, alpha=a["error_rate"], phase_n=ph.canary_requests,
         min_n=min_requests, observed=(k / n if n else None), observed_text=judge.pct(k / n if n else None),
         levels_text=(judge.pct(er.normal), judge.pct(er.warning), judge.pct(er.critical)),
-        details={"errors": k, "phase_requests": ph.canary_requests, "phase_errors": ph.canary_errors})
+        details={"errors": k, "phase_requests": ph.canary_requests, "phase_errors": ph.canary_errors},
+        log_e=None if evidence.error_levels is None else (evidence.error_levels[0].log_e,
+                                                          evidence.error_levels[1].log_e),
+        breaker=evidence.breaker)
     add("error_rate", v, level_action(v.outcome, er), er.dry_run)
 
     lat = km.latency_p99
@@ -313,7 +363,8 @@ def assess(evidence: Evidence, policy: Policy, phase_index: int, *, open_alerts:
         observed_text="n/a" if p_ms is None else f"{p_ms:.0f}ms",
         levels_text=(format_ms(lat.normal), format_ms(lat.warning), format_ms(lat.critical)),
         details={"slow_over_critical": evidence.slow_critical, "slow_over_warning": evidence.slow_warning,
-                 "slow_over_normal": evidence.slow_normal})
+                 "slow_over_normal": evidence.slow_normal},
+        log_e=None if evidence.slow_levels is None else (evidence.slow_levels[0].log_e, evidence.slow_levels[1].log_e))
     add("latency_p99", v, level_action(v.outcome, lat), lat.dry_run)
 
     mem = km.memory_utilization
@@ -373,10 +424,16 @@ def _disabled(name: str) -> Verdict:
     return Verdict(Outcome.NODATA, None, None, None, f"{name} is required by the phase but disabled in the policy.")
 
 
+def _add_part(parts: tuple[tuple[Histogram, np.ndarray], ...], hist: Histogram,
+              counts: np.ndarray) -> tuple[tuple[Histogram, np.ndarray], ...]:
+    for i, (layout, merged) in enumerate(parts):
+        if layout.same_layout(hist):
+            return parts[:i] + ((layout, merged + counts),) + parts[i + 1:]
+    return parts + ((hist, counts),)
+
+
 def _phase_quantile(ph: PhaseCounters, q: float) -> float | None:
-    if ph.latency_counts is None or ph.latency_layout is None:
-        return None
-    return quantile(ph.latency_layout.layout, ph.latency_layout.edges, ph.latency_counts, q)
+    return quantile_of_parts(ph.latency_parts, q) if ph.latency_parts else None
 
 
 @lru_cache(maxsize=256)

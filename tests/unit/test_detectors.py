@@ -103,6 +103,28 @@ def test_one_burst_minute_cannot_roll_back_when_capped() -> None:
     assert not RatioState.empty(capped).update(capped, **burst).rejects(alpha)
 
 
+def test_confidence_bounds_agree_with_the_capped_test() -> None:
+    """A decision shows the bounds beside the verdict: a capped burst minute that does not roll
+    back must not show a lower bound above r0 (the uncapped bounds did: about 40x here)."""
+    alpha = 0.0025
+    capped = RatioSpec.make(1.25, cap_log=0.5 * math.log(1 / alpha))
+    state = RatioState.empty(capped).update(capped, canary_events=25, canary_requests=300, baseline_events=6,
+                                            baseline_requests=5700)
+    assert not state.rejects(alpha)
+    lower, upper = state.confidence_sequence(capped, alpha)
+    assert lower < capped.r0 < upper
+    rng = np.random.default_rng(11)
+    for trial in range(40):  # random regressions and A/As: lower > r0 exactly when the test rejects
+        ratio = [1.0, 1.5, 3.0, 8.0][trial % 4]
+        st = RatioState.empty(capped)
+        for _ in range(int(rng.integers(1, 15))):
+            n_c, n_b = int(rng.poisson(300)), int(rng.poisson(5700))
+            st = st.update(capped, rng.binomial(n_c, 0.002 * ratio), n_c, rng.binomial(n_b, 0.002), n_b)
+            lo, hi = st.confidence_sequence(capped, alpha)
+            assert (lo > capped.r0) == st.rejects(alpha) or (lo == capped.r0 and st.rejects(alpha))
+            assert lo <= hi
+
+
 def test_minutes_without_both_arms_carry_no_ratio_evidence() -> None:
     spec = RatioSpec.make(1.5)
     state = RatioState.empty(spec)

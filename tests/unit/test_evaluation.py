@@ -158,7 +158,13 @@ def test_dry_run_criterion_is_evaluated_but_not_acted_on(policy: Policy) -> None
     result = out[-1].get("error_ratio")
     assert result.verdict.outcome is Outcome.FAIL and result.dry_run
     assert "error_ratio" not in {r.name for r in out[-1].rollback_reasons()}
-    assert alphas(dry)["error_ratio"] == pytest.approx(policy.comparison.alpha / 3)
+    # the active tests share alpha by weight (levels 0.05 each, latency ratio 0.45); the dry-run
+    # test is evaluated at the share it would have if active (0.45 of 1)
+    a = alphas(dry)
+    assert a["latency_ratio"] == pytest.approx(policy.comparison.alpha * 0.45 / 0.55)
+    assert a["error_rate"] == pytest.approx(policy.comparison.alpha * 0.05 / 0.55)
+    assert a["error_ratio"] == pytest.approx(policy.comparison.alpha * 0.45)
+    assert sum(v for k, v in a.items() if k != "error_ratio") == pytest.approx(policy.comparison.alpha)
 
 
 def test_missing_canary_data_is_never_healthy(policy: Policy) -> None:
@@ -200,3 +206,35 @@ def test_phase_gating_follows_the_policy(policy: Policy) -> None:
     # every criterion is evaluated whatever the phase
     assert {r.name for r in a.results} >= {"error_rate", "latency_p99", "error_ratio", "latency_ratio",
                                            "memory_utilization", "instance_count", "no_alerts"}
+
+
+def test_phase_quantile_keeps_counts_across_a_bucket_layout_change(policy: Policy) -> None:
+    # Minutes 1-3 on Cloud Run's usual exponential layout, fast; minutes 4-6 on another layout
+    # (a collector change), slow. The displayed phase p99 must count both: before the fix the
+    # second layout's requests were silently dropped and p99 stayed near the fast minutes' value.
+    ev = new_evidence(policy)
+    fast = Histogram.exponential(64, 1.4, 1.0, [0] * 14 + [1000])  # all in ~[111, 155) ms
+    slow_edges = tuple(float(x) for x in np.linspace(0.0, 4000.0, 41))
+    slow_counts = [0] * 42
+    slow_counts[31] = 1000  # [3000, 3100) ms
+    slow = Histogram.explicit(slow_edges, slow_counts)
+    for minute in range(1, 7):
+        hist = fast if minute <= 3 else slow
+        ev = observe(ev, policy, MinuteSample(T0 + timedelta(minutes=minute),
+                                              metrics(minute, 1000, 0, hist), metrics(minute, 1000, 0, fast), 5))
+    lat = assess(ev, policy, 0, open_alerts=0).get("latency_p99")
+    assert lat is not None and lat.verdict.observed is not None
+    assert 3000.0 <= lat.verdict.observed <= 3100.0  # 3 of the 4 counted minutes are ~3 s
+    assert ev.phase.latency_requests == 4000  # minutes 1-2 are the canary's warm-up
+
+
+def test_quantile_of_parts_matches_a_single_layout() -> None:
+    from detectors.histogram import quantile, quantile_of_parts
+
+    rng = np.random.default_rng(3)
+    h = latency(rng, 5000)
+    counts = np.asarray(h.counts, dtype=float)
+    for q in (0.01, 0.5, 0.9, 0.99, 0.999):
+        assert quantile_of_parts(((h, counts),), q) == pytest.approx(quantile(h.layout, h.edges, counts, q))
+        split = ((h, counts / 2), (h, counts / 2))
+        assert quantile_of_parts(split, q) == pytest.approx(quantile(h.layout, h.edges, counts, q), rel=1e-6)

@@ -20,7 +20,8 @@ def policy():
 
 
 def test_rollback_names_the_failing_criterion_and_the_policy_rule(policy):
-    text = explain_file(os.path.join(CORPUS, "errors-x5.jsonl"), policy, number=3, build_engine=REPLAY)
+    # decision 2: with r0 = 1 the x5 canary is rolled back at 5% without the hold it needed before
+    text = explain_file(os.path.join(CORPUS, "errors-x5.jsonl"), policy, number=2, build_engine=REPLAY)
     assert "ROLLBACK (traffic 5% → 0%)" in text
     assert "*G error_ratio: FAIL" in text  # the deciding, gating criterion
     assert "trail of error_ratio" in text

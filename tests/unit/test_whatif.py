@@ -36,10 +36,10 @@ def test_differences_show_criterion_values_and_thresholds(pair):
     new, old = pair
     text = compare_replays(new, old, new_name="tuned", old_name="default")
     assert "why they differ:" in text
-    # The tuned policy's error-ratio limit (1.1x) and the default's (1.25x) both appear with the
-    # e-value against its threshold.
-    assert "allowed ratio 1.1x" in text and "allowed ratio 1.25x" in text
-    assert "error_ratio: FAIL" in text and "vs threshold 400" in text
+    # The tuned policy's error-ratio limit (1.1x) and the default's (1x) both appear with the
+    # e-value against its threshold (1/0.45%: the ratio test's weighted share of alpha = 1%).
+    assert "allowed ratio 1.1x" in text and "allowed ratio 1x" in text
+    assert "error_ratio: FAIL" in text and "vs threshold 222.2" in text
     rows = [line for line in text.splitlines() if line.lstrip().startswith("*")]
     assert rows, "differing decisions are marked"
 
@@ -51,7 +51,7 @@ def test_json_form(pair):
     assert row["new"]["outcome"] == row["old"]["outcome"] == "rolled_back"
     criteria = [c for d in row["differences"] for side in ("new", "old") if d[side]
                 for c in d[side]["criteria"]]
-    assert any(c["name"] == "error_ratio" and c["outcome"] == "fail" and c["threshold"] == 400
+    assert any(c["name"] == "error_ratio" and c["outcome"] == "fail" and c["threshold"] == pytest.approx(1 / 0.0045)
                for c in criteria)
 
 
