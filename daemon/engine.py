@@ -23,7 +23,7 @@ from daemon.ports import (ActionError, ConflictError, Journal, ManualChangeError
 from daemon.core.decision import Decision, KILL_SWITCH, REFUSE
 from daemon.core.events import (ActionApplied, ActionFailed, Alert, Command, Deploy, Event, Ignored, GlobalState, Rejected,
                                 Resync, Tick, TrafficChanged)
-from daemon.core.outcome import record_of
+from daemon.core.outcome import durable_part, record_of
 from daemon.core.persist import AnnotationError, service_state_from_annotations
 from daemon.core.outcome import Step
 from daemon.core.rollout import ServiceState, Status
@@ -346,7 +346,7 @@ class Engine:
             return self._result(ActionApplied(
                 time=at, service=command.service, action=kind, decision_id=command.decision_id,
                 canary_percent=command.canary_percent if isinstance(command, SetTraffic) else None,
-                changed=changed))
+                changed=changed, record=tuple(sorted(durable_part(dict(command.annotations)).items()))))
         except ManualChangeError as error:
             self._action_record(command, "manual-change", str(error))
             return TrafficChanged(time=at, service=command.service, canary_percent=error.observed_canary_percent,

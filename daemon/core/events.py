@@ -158,6 +158,9 @@ class ActionApplied:
     decision_id: str = ""
     canary_percent: int | None = None
     changed: bool = True  # False: the service was already as wanted (another replica, a retry)
+    # The durable record the write carried (sorted items), when known: what the service now holds.
+    # Not journaled; a replayed result stands for the record of its own moment.
+    record: tuple[tuple[str, str], ...] | None = None
 
     kind = "action-applied"
 

@@ -34,7 +34,9 @@ def on_resync(state: ServiceState, event: Resync, policy: Policy) -> Result:
     found: ServiceState | None = event.found
     if found is None:
         return state, out, "no rollbackd record on the service"
-    if event.origin == "resync" and state.unsaved:
+    if event.origin != "conflict" and state.unsaved:
+        # Our own newer record is still to be saved (a failed save, or a sandbox restart whose
+        # journal knows a decision the crash kept off the service): it is saved on the next tick.
         return state, out, "our own newer record is still being saved"
     merged = replace(state, open_alerts=found.open_alerts, kill_switch=found.kill_switch,
                      blocking_incidents=found.blocking_incidents,

@@ -62,9 +62,12 @@ def on_applied(state: ServiceState, event: ActionApplied, policy: Policy) -> Res
     out = Builder()
     if not _ours(state, event.decision_id):
         return state, out, f"{event.action} of an earlier rollout applied"
-    # What the service carries now: the state as it was when this write was asked for (nothing
-    # changes between a command and its result).
-    state = replace(state, unsaved=False, save_retry_at=None, confirmed=confirmed_record(state))
+    # What the service carries now: the record the write carried, or else the state as it was when
+    # this write was asked for (nothing changes between a command and its result). A re-applied
+    # older write (after a restart) confirms its own older record: ours is still to be saved.
+    carried = event.record if event.record is not None else confirmed_record(state)
+    unsaved = carried != confirmed_record(state)
+    state = replace(state, unsaved=unsaved, save_retry_at=None, confirmed=carried)
     rollout = state.rollout
     if (rollout is not None and rollout.status is Status.ROLLING_BACK and event.action == "set-traffic"
             and event.canary_percent == 0):
