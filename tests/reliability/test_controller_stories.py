@@ -192,7 +192,9 @@ def test_a_deploy_survives_cloud_run_being_unreadable(world: World) -> None:
 
 # --- 4. one service's corrupt record never stops the others ---------------------------------------
 
-@pytest.mark.parametrize("started", ["0001-01-01T00:30:00+01:00", "1900-01-01T00:00:00Z", "2099-01-01T00:00:00Z"])
+# The other corrupt dates (1900, 2099, a phase the policy lacks) are refused by the same check; they
+# are covered at the unit level (tests/unit/test_sane_annotations.py, test_sane_restore.py).
+@pytest.mark.parametrize("started", ["0001-01-01T00:30:00+01:00"])
 def test_a_corrupt_record_holds_one_service_and_the_others_go_on(world: World, started: str) -> None:
     world.fakes.add_active_rollout("broken", baseline="broken-00001-aaa", canary="broken-00002-bbb",
                                    started=world.clock.now())
