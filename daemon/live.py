@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sys
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence, TextIO
 

@@ -14,7 +14,6 @@ The engine comes from the caller (`build_engine`, the bootstrap's factory): simu
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import multiprocessing

@@ -21,7 +21,7 @@ import numpy as np
 
 from daemon.core.codec import dumps_event
 from daemon.core.decision import Decision
-from daemon.core.events import Deploy, Event
+from daemon.core.events import Deploy
 from daemon.core.intake import parse_line
 from daemon.ports import EngineFactory
 from simulations.replay import FAR_FUTURE, Replayer, decision_line, timeline_line

@@ -20,7 +20,6 @@ from daemon.core import evaluation as ev
 from daemon.core import sanity
 from daemon.core.commands import ANNOTATION_PREFIX
 from daemon.core.rollout import Rollout, ServiceState, Status
-from daemon.core.timefmt import parse_rfc3339
 from policies.model import Policy
 
 

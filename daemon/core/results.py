@@ -130,14 +130,23 @@ def retry_rollback(state: ServiceState, at: datetime, policy: Policy, *, force: 
     return replace(state, rollout=rollout), out, "rollback retried"
 
 
+def save_due(state: ServiceState, at: datetime) -> ServiceState | None:
+    """When an unsaved record is due to be saved again at `at`: the state with the next retry time
+    set. None when nothing is unsaved or the retry is not due yet."""
+    if not state.unsaved or (state.save_retry_at is not None and at < state.save_retry_at):
+        return None
+    return replace(state, save_retry_at=at + timedelta(seconds=SAVE_RETRY_S))
+
+
 def retry_save(state: ServiceState, at: datetime) -> Result:
-    """Nothing to decide; the record is asked to be saved again by `Builder.build`'s comparison
-    against an empty belief: the state is marked unsaved until an apply confirms it."""
+    """A tick with nothing to decide: save the record again if it is due (`Builder.force_save`
+    writes it even though this step did not change it)."""
     out = Builder()
-    if state.save_retry_at is not None and at < state.save_retry_at:
+    due = save_due(state, at)
+    if due is None:
         return state, out, ""
     out.force_save = True
-    return replace(state, save_retry_at=at + timedelta(seconds=SAVE_RETRY_S)), out, "state save retried"
+    return due, out, "state save retried"
 
 
 def taken_over(state: ServiceState, event: TrafficChanged, policy: Policy) -> Result:

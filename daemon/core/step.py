@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from daemon.core import evaluation as ev
 from daemon.core import progress, reconcile, results
@@ -248,11 +248,12 @@ def _on_tick(state: ServiceState, event: Tick, policy: Policy, actions_enabled: 
             return _from(state, results.retry_save(state, event.time), policy)
         return Step(state=state)
     out = Builder()
-    if state.unsaved and (state.save_retry_at is None or event.time >= state.save_retry_at):
+    due = results.save_due(state, event.time)
+    if due is not None:
         # A record that did not reach the service (a failed save, or a restart that cut it off) is
         # saved again with this tick's, unless this tick writes one anyway.
         out.force_save = True
-        state = replace(state, save_retry_at=event.time + timedelta(seconds=results.SAVE_RETRY_S))
+        state = due
     if rollout.phase_index < 0:  # held before the first traffic change (freeze, kill switch, incident)
         if policy.freeze.active_window(event.time) is None and not state.blocking_incidents:
             rollout = _start_traffic(rollout, policy, event.time, "tick", out, actions_enabled,
