@@ -5,7 +5,8 @@ decision that changes it is written there (with the traffic, or on its own). `on
 purely, what a daemon adopts when it reads them back:
 
 - restore (start-up) and conflict (our write found someone else's record): the record wins;
-- resync (periodic): the record wins unless this daemon's own newer record is still being saved;
+- resync (periodic): the record wins unless this daemon's own newer record is still being saved, or
+  the read is older than what this daemon has (read before its last write landed);
 - the evidence a daemon has gathered is kept when the record describes the same rollout and phase
   (it is re-derived from Cloud Monitoring otherwise);
 - traffic that no longer matches the record was changed by a human while nobody watched: an active
@@ -38,13 +39,19 @@ def on_resync(state: ServiceState, event: Resync, policy: Policy) -> Result:
         # Our own newer record is still to be saved (a failed save, or a sandbox restart whose
         # journal knows a decision the crash kept off the service): it is saved on the next tick.
         return state, out, "our own newer record is still being saved"
+    if event.origin == "resync" and _older_than_ours(state.rollout, found.rollout):
+        # A periodic read races with this daemon's own writes: the service was read before our
+        # last write landed. Its record and its traffic describe the past (the traffic check would
+        # call our own promotion a human's change), so nothing of it is adopted; the next resync
+        # reads the service again.
+        return state, out, "the record read is older than ours (read before our last write landed)"
     merged = replace(state, open_alerts=found.open_alerts, kill_switch=found.kill_switch,
                      blocking_incidents=found.blocking_incidents,
                      project=found.project or state.project, location=found.location or state.location,
                      stable_revision=found.stable_revision or state.stable_revision,
                      unsaved=False, save_retry_at=None, confirmed=confirmed_record(found))
     local, record = state.rollout, found.rollout
-    rollout = _adopt(local, record, event.origin)
+    rollout = _adopt(local, record)
     if rollout is None:
         return merged, out, "nothing to adopt"
     note = "record matches" if rollout is local else f"adopted the service's record ({event.origin})"
@@ -52,14 +59,24 @@ def on_resync(state: ServiceState, event: Resync, policy: Policy) -> Result:
     return replace(merged, rollout=rollout), out, note
 
 
-def _adopt(local: Rollout | None, record: Rollout | None, origin: str) -> Rollout | None:
+def _older_than_ours(local: Rollout | None, record: Rollout | None) -> bool:
+    """The record is behind this daemon's rollout: an earlier rollout, or the same rollout with fewer
+    decisions. The service's record has one linear history (every write is etag-guarded against the
+    record it replaces, and each decision counts one more), so a record with fewer decisions than
+    ours can only be an old read."""
+    if local is None or record is None:
+        return False
+    if local.rollout_id != record.rollout_id:
+        return record.started_at < local.started_at  # our newer rollout's first write has not landed yet
+    return record.decisions_made < local.decisions_made
+
+
+def _adopt(local: Rollout | None, record: Rollout | None) -> Rollout | None:
     if record is None:
         return local
     if local is None:
         return record
     if local.rollout_id != record.rollout_id:
-        if record.started_at < local.started_at and origin == "resync":
-            return local  # our newer rollout's first write has not landed yet
         return record
     if durable_part(record_of(ServiceState(service=local.service, rollout=local))) == \
             durable_part(record_of(ServiceState(service=record.service, rollout=record))):

@@ -24,7 +24,10 @@ def test_soak_machinery_at_tiny_scale(pubsub_emulator: str) -> None:
     assert result["drain_s"] is not None and len(obs.inputs) >= published, \
         f"{published} published, {len(obs.inputs)} handled"
     assert result["handle_errors"] == 0 and result["error_lines"] == 0
-    assert obs.records.get("metrics", 0) >= result["published"]["metrics"] - obs.records.get("ignored", 0)
+    # Each metrics message is journaled once: as metrics, or as ignored/rejected (on a loaded machine
+    # some arrive past the late-data grace and are rejected, which is the daemon doing its job).
+    handled_metrics = sum(obs.records.get(kind, 0) for kind in ("metrics", "ignored", "rejected"))
+    assert handled_metrics >= result["published"]["metrics"], obs.records
     assert len(obs.lags) == obs.records["metrics"] and obs.tick_lags
     assert obs.decisions.get("promote", 0) >= config.services  # each canary at least went to 5%
 

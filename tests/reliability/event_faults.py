@@ -14,6 +14,7 @@ import json
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -56,7 +57,15 @@ def _scenario(name: str, service: str) -> Any:
 def clean_recording(seed: int = 7, minutes: int = 45, services: tuple[tuple[str, str], ...] = SERVICES
                     ) -> list[Delivery]:
     """Every service deployed at START, then each metrics point delivered when visible; a final
-    tick long after the end, so every variant of the recording runs to the same time."""
+    tick long after the end, so every variant of the recording runs to the same time.
+
+    Deterministic in its arguments, so it is built once per argument set (the thirty-seed suites
+    ask for the same recording hundreds of times) and each caller gets its own list."""
+    return list(_clean_recording(seed, minutes, services))
+
+
+@lru_cache(maxsize=8)
+def _clean_recording(seed: int, minutes: int, services: tuple[tuple[str, str], ...]) -> tuple[Delivery, ...]:
     out: list[Delivery] = []
     for index, (name, service) in enumerate(services):
         scenario = _scenario(name, service)
@@ -71,7 +80,7 @@ def clean_recording(seed: int = 7, minutes: int = 45, services: tuple[tuple[str,
                 out.append(Delivery(rec.canary_visible_at, event_to_json(rec.canary)))
     end = START + timedelta(minutes=minutes + 15)
     out.append(Delivery(end, {"type": "tick", "time": format_rfc3339(end)}))
-    return ordered(out)
+    return tuple(ordered(out))
 
 
 def ordered(deliveries: list[Delivery]) -> list[Delivery]:

@@ -168,3 +168,43 @@ def test_a_human_change_found_on_restore_stands_down() -> None:
                                                       observed_canary_percent=40, origin="restore"), POLICY)
     assert result.state.rollout.status is Status.HALTED
     assert replace(result.decisions[-1]).action == "halt"
+
+
+def _found(state: ServiceState, at: datetime) -> ServiceState:
+    record = {k: v for k, v in record_of(state).items() if v}
+    found = service_state_from_annotations("api", "p", "l", record, POLICY, now=at)
+    assert found is not None
+    return found
+
+
+def test_a_resync_read_before_our_own_write_landed_changes_nothing() -> None:
+    """A periodic read races with this daemon's writes (found by the soak benchmark on a loaded
+    machine): the service was listed, then our pause landed, then the stale listing was fed back.
+    The older record must not undo the pause, and its traffic is not a human's change."""
+    local = started()
+    paused = step(local, Command(time=T0 + timedelta(minutes=1), service="api", action="pause", by=SRE), POLICY)
+    confirmed = step(paused.state, ActionApplied(time=T0 + timedelta(minutes=1), service="api", action="save-state",
+                                                 decision_id=paused.decisions[-1].decision_id), POLICY).state
+    assert not confirmed.unsaved and confirmed.rollout.paused
+    stale = _found(local, T0 + timedelta(minutes=2))
+    result = step(confirmed, Resync(time=T0 + timedelta(minutes=2), service="api", found=stale,
+                                    observed_canary_percent=5), POLICY)
+    assert result.state.rollout.paused and result.state.rollout.status is Status.HELD
+    assert not result.decisions and not result.commands
+
+
+def test_a_resync_read_of_the_previous_rollout_is_not_a_human_change() -> None:
+    """Our redeploy's rollout is running; a listing taken before its first write shows the previous
+    rollout's record with that canary at 100%. That is the past, not someone else's traffic."""
+    previous = started()
+    later = T0 + timedelta(minutes=30)
+    redeploy = step(previous, deploy(at=later, revision="api-3", baseline="api-2"), POLICY, now=later)
+    current = step(redeploy.state, ActionApplied(time=later, service="api", action="set-traffic",
+                                                 decision_id=redeploy.decisions[-1].decision_id,
+                                                 canary_percent=5), POLICY).state
+    assert current.rollout.canary == "api-3" and current.rollout.status.active
+    stale = _found(previous, later + timedelta(minutes=1))
+    result = step(current, Resync(time=later + timedelta(minutes=1), service="api", found=stale,
+                                  observed_canary_percent=100), POLICY)
+    assert result.state.rollout.canary == "api-3" and result.state.rollout.status.active
+    assert [d.action for d in result.decisions] == []
