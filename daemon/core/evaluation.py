@@ -48,10 +48,11 @@ from policies.units import format_ms
 # Sequential tests that share comparison.alpha (when enabled and not dry-run), and their weights:
 # alpha goes where it buys detection time. The ratio tests carry the fast detections; the level
 # tests are a backstop for what a ratio cannot see (a baseline that is bad too) and, capped, need
-# little: 0.45% to each ratio test and 0.05% to each level test at alpha = 1%.
+# little: 0.45% to the 5xx ratio test, 0.5% to the latency comparison (0.45% tail, 0.05% location)
+# and 0.025% to each level test at alpha = 1%.
 SEQUENTIAL_CRITERIA: tuple[str, ...] = ("error_rate", "latency_p99", "error_ratio", "latency_ratio")
-ALPHA_WEIGHTS: dict[str, float] = {"error_rate": 0.05, "latency_p99": 0.05, "error_ratio": 0.45,
-                                   "latency_ratio": 0.45}
+ALPHA_WEIGHTS: dict[str, float] = {"error_rate": 0.025, "latency_p99": 0.025, "error_ratio": 0.45,
+                                   "latency_ratio": 0.5}
 # The absolute outage breaker: one canary minute with at least this many requests, this share of
 # them 5xx and this many 5xx rolls back at once (the capped tests need two minutes). Under the
 # critical level's null (rate <= 1%) such a minute has probability < 1e-20.
@@ -73,7 +74,7 @@ ONSET_FIRST_WEIGHT = 0.8
 # after the warm-up, a location test: the share of requests at or above the baseline's median
 # bucket edge (from the warm-up minutes), canary vs baseline at r0 = 1, which sees a whole-
 # distribution shift the tail threshold cannot. It takes this share of latency_ratio's alpha.
-LOCATION_ALPHA_SHARE = 2.0 / 9.0  # 0.10% of the 0.45%
+LOCATION_ALPHA_SHARE = 0.1  # 0.05% of latency_ratio's 0.5%: the tail test keeps 0.45%
 LOCATION_FACTORS: tuple[float, ...] = (1.05, 1.1, 1.2, 1.35, 1.6)
 # Pre-registering the slow-request threshold from the baseline: wait for this much baseline
 # latency data, and use only later minutes in the test.

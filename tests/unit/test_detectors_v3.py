@@ -106,3 +106,25 @@ def test_location_test_keeps_alpha_in_an_aa_simulation_with_half_the_requests_ev
     c2, n_c2, b2, n_b2 = _minutes(np.random.default_rng(15), 300, np.full(len(SCHEDULE), 1.11), 0.55, 20.0)
     power = (log_e_process_array(spec, c2, n_c2, b2, n_b2) >= math.log(1 / alpha)).any(axis=1).mean()
     assert power > 0.5
+
+
+def test_share_dispersion_ignores_a_shared_drift_that_the_baseline_estimate_reads_as_noise() -> None:
+    from detectors.dispersion import Dispersion, ShareDispersion
+
+    rng = np.random.default_rng(16)
+    share, base = ShareDispersion(), Dispersion()
+    drift = 0.0
+    for t in range(40):
+        drift = 0.9 * drift + math.sqrt(1 - 0.81) * 0.3 * rng.standard_normal()  # shared by both arms
+        p = 0.5 / (1 + math.exp(-drift)) + 0.25
+        n_c, n_b = 1500, 4500
+        c, b = rng.binomial(n_c, p), rng.binomial(n_b, p)
+        share, base = share.update(c, n_c, b, n_b), base.update(b, n_b)
+    assert share.share_variance < 0.3 * base.share_variance
+    # and it sees per-arm minute effects (log-normal sd 0.3 on each arm's rate of a rare event:
+    # the share's log-odds variance is then about 2 x 0.09)
+    share = ShareDispersion()
+    for t in range(200):
+        p_c, p_b = (0.03 * math.exp(0.3 * rng.standard_normal()) for _ in range(2))
+        share = share.update(rng.binomial(5000, p_c), 5000, rng.binomial(15000, p_b), 15000)
+    assert 0.5 * 2 * 0.09 < share.share_variance < 2 * 2 * 0.09

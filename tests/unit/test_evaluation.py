@@ -158,11 +158,11 @@ def test_dry_run_criterion_is_evaluated_but_not_acted_on(policy: Policy) -> None
     result = out[-1].get("error_ratio")
     assert result.verdict.outcome is Outcome.FAIL and result.dry_run
     assert "error_ratio" not in {r.name for r in out[-1].rollback_reasons()}
-    # the active tests share alpha by weight (levels 0.05 each, latency ratio 0.45); the dry-run
-    # test is evaluated at the share it would have if active (0.45 of 1)
+    # the active tests share alpha by weight (levels 0.025 each, latency comparison 0.5); the
+    # dry-run test is evaluated at the share it would have if active (0.45 of 1)
     a = alphas(dry)
-    assert a["latency_ratio"] == pytest.approx(policy.comparison.alpha * 0.45 / 0.55)
-    assert a["error_rate"] == pytest.approx(policy.comparison.alpha * 0.05 / 0.55)
+    assert a["latency_ratio"] == pytest.approx(policy.comparison.alpha * 0.5 / 0.55)
+    assert a["error_rate"] == pytest.approx(policy.comparison.alpha * 0.025 / 0.55)
     assert a["error_ratio"] == pytest.approx(policy.comparison.alpha * 0.45)
     assert sum(v for k, v in a.items() if k != "error_ratio") == pytest.approx(policy.comparison.alpha)
 
