@@ -11,22 +11,34 @@ Binomial(m, q_t(r)) with
     pi_t = n_c / (n_c + n_b),   q_t(r) = r pi_t / (r pi_t + 1 - pi_t).
 
 The base rate cancels, so it may drift freely, and pi_t is recomputed every minute, so phases
-with different traffic splits just change pi_t. For H0: r <= r0 the e-process is
+with different traffic splits just change pi_t. For H0: r <= r0 the e-process is a mixture over
+onset candidates k (weights w_k summing to one; candidate k starts at informative minute start_k)
+of capped mixtures over the alternatives r_j > r0:
 
-    E_T = sum_j w_j prod_t min(C, (q_t(r_j)/q_t(r0))^c_t ((1-q_t(r_j))/(1-q_t(r0)))^b_t),  r_j > r0
+    E_T = sum_k w_k prod_{t >= start_k} min(e^C, sum_j p_{k,j,t} LR_t(r_j)),
+    LR_t(r) = (q_t(r)/q_t(r0))^c_t ((1-q_t(r))/(1-q_t(r0)))^b_t,
 
-a mixture of test supermartingales (monotone likelihood ratio in r; sampling without replacement
-is dominated in convex order by the binomial, Hoeffding 1963). The optional per-minute cap C
-keeps each factor's expectation <= 1, so validity is kept while one burst minute (a crash loop, a
-retry storm) cannot roll back on its own. Exact for rare events; for rates of tens of percent
-the odds ratio exceeds the rate ratio and the test is slightly anti-conservative (documented).
+where p_{k,j,t} is the posterior weight of r_j after candidate k's earlier minutes (equal prior),
+so without the cap each candidate's product is exactly the equal-weight mixture of the
+alternatives' likelihood ratios. Each factor has conditional expectation <= 1 under H0 (monotone
+likelihood ratio in r; sampling without replacement is dominated in convex order by the binomial,
+Hoeffding 1963; predictable weights; min(e^C, x) <= x), so each candidate is a test
+supermartingale and so is their fixed-weight average. The cap C is on the *mixture's* minute
+factor, so one burst minute (a crash loop, a retry storm) cannot roll back on its own, while two
+saturated minutes can; the onset candidates (an e-detector, Shin, Ramdas and Rinaldo) let a
+regression that starts late be judged from near its onset. Optional tempering (LR^(1/phi), and
+the smaller of that and a beta-binomial ratio) is for minute-level overdispersion
+(`detectors.dispersion`). Exact for rare events at any r0, and at any event rate for r0 = 1; for
+rates of tens of percent and r0 > 1 the odds ratio exceeds the rate ratio and the test is slightly
+anti-conservative (documented).
 
-The confidence bounds shown in a decision come from the *same* capped construction: for each r on
-a log grid, the one-sided e-process for "ratio <= r" (alternatives r x the test's factors, capped
-per minute like the test) gives the lower bound, the mirror image ("ratio >= r", alternatives r /
-factors) the upper bound, each at the test's alpha. So a decision record cannot say FAIL and show a
-lower bound under r0, or PASS and show one above it (the bounds are clamped to the test's verdict
-at r0, which only grid resolution could contradict).
+The confidence bounds shown in a decision come from the same capped, tempered likelihood ratios,
+from the rollout's start, capped per alternative (the cheaper v2 construction; each capped
+alternative's product is a test supermartingale, so the mixture is valid): for each r on a log
+grid, the mixture for "ratio <= r" (alternatives r x the test's factors) gives the lower bound, the mirror image ("ratio >= r", alternatives r /
+factors) the upper bound, each at the rollout-start candidate's threshold. So a decision record
+cannot say FAIL and show a lower bound under r0, or PASS and show one above it (the bounds are
+clamped to the test's verdict at r0, which only grid resolution could contradict).
 """
 from __future__ import annotations
 
@@ -34,6 +46,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import betaln
 
 from detectors.dispersion import temper
 
@@ -98,6 +111,23 @@ class RatioSpec:
                 terms[j + 1 + g + g * j:].reshape(g, j))
 
 
+def beta_binomial_llr(c: np.ndarray | float, b: np.ndarray | float, q0: np.ndarray | float, q: np.ndarray,
+                      share_variance: np.ndarray | float) -> np.ndarray:
+    """log LR of the canary's count c of m = c + b events under beta-binomial alternatives (mean q)
+    against the beta-binomial null (mean q0), both with intra-minute correlation rho = q0 (1 - q0)
+    s^2, which gives the same variance inflation 1 + (m - 1) rho as `temper`'s phi. Exactly a
+    likelihood ratio under that overdispersed null (E = 1), where the tempered binomial ratio is
+    only right to first order and too large in the tail of a small count; the test takes the
+    smaller of the two per alternative, which is valid under either null. Shapes broadcast with the
+    alternatives on the last axis."""
+    c, b, q0, s2 = (np.asarray(x, dtype=float)[..., None] for x in (c, b, q0, share_variance))
+    rho = np.clip(q0 * (1.0 - q0) * s2, 1e-12, 0.5)
+    kappa = 1.0 / rho - 1.0
+    a1, b1 = q * kappa, (1.0 - q) * kappa
+    a0, b0 = q0 * kappa, (1.0 - q0) * kappa
+    return (betaln(c + a1, b + b1) - betaln(a1, b1)) - (betaln(c + a0, b + b0) - betaln(a0, b0))
+
+
 def cap_for(alpha: float, share: float, first_weight: float = 1.0) -> float:
     """The per-minute cap: `share` of the log threshold the rollout-start process must reach,
     log(1 / (alpha * first_weight)). With share 1/2 one minute can never roll back on its own and
@@ -131,10 +161,10 @@ class RatioState:
 
     sums: np.ndarray  # (starts, alternatives): tempered log LR summed since each onset candidate
     capped: np.ndarray  # (starts,): log of each onset candidate's capped mixture e-process
-    cs_up: np.ndarray  # (grid, factors): tempered log LR_t(r x f vs r) sums, "ratio <= r"
-    cs_up_e: np.ndarray  # (grid,): capped mixture log e-process for "ratio <= r"
-    cs_down: np.ndarray  # (grid, factors): tempered log LR_t(r / f vs r), "ratio >= r"
-    cs_down_e: np.ndarray  # (grid,)
+    cs_up: np.ndarray  # (grid, factors): sum_t min(cap, tempered log LR_t(r x f vs r)), "ratio <= r"
+    cs_up_e: np.ndarray  # (grid,): unused (kept zero)
+    cs_down: np.ndarray  # (grid, factors): sum_t min(cap, tempered log LR_t(r / f vs r)), "ratio >= r"
+    cs_down_e: np.ndarray  # (grid,): unused (kept zero)
     log_e: float  # log E_T = log sum_k w_k E_T^(k), the mixture over onset candidates
     max_log_e: float  # running max of log E (anytime p-value)
     canary_events: float
@@ -177,12 +207,18 @@ class RatioState:
         alt, at_r0, grid, up, down = spec.split(terms)
         llr, llr_up, llr_down = alt - at_r0, up - grid[:, None], down - grid[:, None]
         if share_variance > 0:
-            phi = temper(share_variance, c + b, spec.r0 * pi / (spec.r0 * pi + 1.0 - pi))
+            q0 = spec.r0 * pi / (spec.r0 * pi + 1.0 - pi)
+            phi = temper(share_variance, c + b, q0)
             llr, llr_up, llr_down = llr / phi, llr_up / phi, llr_down / phi
+            llr = np.minimum(llr, beta_binomial_llr(c, b, q0, spec.alternatives * pi / (spec.alternatives * pi + 1 - pi),
+                                                    share_variance))
         active = spec.start_at <= self.minutes
         sums, capped = capped_mixture_step(self.sums, self.capped, llr[None, :], spec.cap_log, active)
-        cs_up, cs_up_e = capped_mixture_step(self.cs_up, self.cs_up_e, llr_up, spec.cap_log)
-        cs_down, cs_down_e = capped_mixture_step(self.cs_down, self.cs_down_e, llr_down, spec.cap_log)
+        # the bounds cap each alternative (cheaper than a capped mixture per grid row, and as
+        # conservative: each capped alternative's product is itself a test supermartingale)
+        cs_up = self.cs_up + np.minimum(llr_up, spec.cap_log)
+        cs_down = self.cs_down + np.minimum(llr_down, spec.cap_log)
+        cs_up_e, cs_down_e = self.cs_up_e, self.cs_down_e
         log_e = _logsumexp(spec.log_w + capped)
         return RatioState(sums, capped, cs_up, cs_up_e, cs_down, cs_down_e, log_e,
                           max(self.max_log_e, log_e), *totals, self.minutes + 1)
@@ -218,8 +254,8 @@ class RatioState:
         if self.minutes == 0:
             return 0.0, math.inf
         level = math.log(1.0 / alpha)
-        up = self.cs_up_e + spec.log_w[0] >= level  # "ratio <= grid[i]" rejected
-        down = self.cs_down_e + spec.log_w[0] >= level  # "ratio >= grid[i]" rejected
+        up = _logmeanexp_rows(self.cs_up) + spec.log_w[0] >= level  # "ratio <= grid[i]" rejected
+        down = _logmeanexp_rows(self.cs_down) + spec.log_w[0] >= level  # "ratio >= grid[i]" rejected
         grid = spec.grid
         lo_run = int(np.argmin(up)) if not up.all() else len(grid)  # rejected from the bottom
         lower = 0.0 if lo_run == 0 else float(grid[lo_run - 1])
@@ -234,10 +270,12 @@ class RatioState:
 
 
 def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.ndarray,
-                        n_b: np.ndarray, phi: np.ndarray | float = 1.0) -> np.ndarray:
+                        n_b: np.ndarray, phi: np.ndarray | float = 1.0,
+                        share_variance: np.ndarray | float | None = None) -> np.ndarray:
     """Vectorised: log E_t for runs x minutes arrays (shape (..., T)); returns the same shape, the
     e-process after each minute, computed exactly as `RatioState.update` does (onset candidates,
-    capped mixtures). Minutes without information contribute nothing."""
+    capped mixtures; with `share_variance`, phi and the beta-binomial bound come from it, as in
+    `update`). Minutes without information contribute nothing."""
     c, n_c, b, n_b = (np.asarray(x, dtype=float) for x in (c, n_c, b, n_b))
     phi = np.broadcast_to(np.asarray(phi, dtype=float), c.shape)
     informative = (n_c > 0) & (n_b > 0) & (c + b > 0)
@@ -246,7 +284,14 @@ def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.n
     alts = spec.alternatives
     q0 = (spec.r0 * pi / (spec.r0 * pi + 1.0 - pi))[..., None]
     qa = alts * pi[..., None] / (alts * pi[..., None] + 1.0 - pi[..., None])
+    if share_variance is not None:
+        s2 = np.broadcast_to(np.asarray(share_variance, dtype=float), c.shape)
+        phi = np.where(s2 > 0, 1.0 + np.maximum(c + b - 1.0, 0.0) * q0[..., 0] * (1.0 - q0[..., 0]) * s2, 1.0)
     llr = (c[..., None] * np.log(qa / q0) + b[..., None] * np.log((1.0 - qa) / (1.0 - q0))) / phi[..., None]
+    if share_variance is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bb = beta_binomial_llr(c, b, q0[..., 0], qa, s2)
+        llr = np.where((s2 > 0)[..., None], np.minimum(llr, bb), llr)
     lead = c.shape[:-1]
     starts, j = len(spec.start_at), len(alts)
     sums = np.zeros(lead + (starts, j))
@@ -269,3 +314,8 @@ def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.n
 def _logsumexp(values: np.ndarray) -> float:
     top = float(values.max())
     return top + math.log(float(np.exp(values - top).sum()))
+
+
+def _logmeanexp_rows(values: np.ndarray) -> np.ndarray:
+    top = values.max(axis=1)
+    return top + np.log(np.exp(values - top[:, None]).mean(axis=1))

@@ -67,8 +67,8 @@ def test_array_and_state_agree_with_onsets_and_tempering() -> None:
     for t in range(40):
         state = state.update(spec, c[0, t], n_c[0, t], b[0, t], n_b[0, t], share_variance=0.2)
         trace.append(state.log_e)
-    phi = 1 + np.maximum(c + b - 1, 0) * (n_c / (n_c + n_b)) * (1 - n_c / (n_c + n_b)) * 0.2
-    np.testing.assert_allclose(log_e_process_array(spec, c, n_c, b, n_b, phi)[0], trace, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(log_e_process_array(spec, c, n_c, b, n_b, share_variance=0.2)[0], trace,
+                               rtol=1e-9, atol=1e-9)
 
 
 # --- the onset mixture --------------------------------------------------------------------------
