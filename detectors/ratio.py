@@ -26,9 +26,8 @@ Hoeffding 1963; predictable weights; min(e^C, x) <= x), so each candidate is a t
 supermartingale and so is their fixed-weight average. The cap C is on the *mixture's* minute
 factor, so one burst minute (a crash loop, a retry storm) cannot roll back on its own, while two
 saturated minutes can; the onset candidates (an e-detector, Shin, Ramdas and Rinaldo) let a
-regression that starts late be judged from near its onset. Optional tempering (LR^(1/phi), and
-the smaller of that and a beta-binomial ratio) is for minute-level overdispersion
-(`detectors.dispersion`). Exact for rare events at any r0, and at any event rate for r0 = 1; for
+regression that starts late be judged from near its onset. Optional tempering (LR^(1/phi)) is for
+minute-level overdispersion (`detectors.dispersion`). Exact for rare events at any r0, and at any event rate for r0 = 1; for
 rates of tens of percent and r0 > 1 the odds ratio exceeds the rate ratio and the test is slightly
 anti-conservative (documented).
 
@@ -46,7 +45,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import betaln
 
 from detectors.dispersion import temper
 
@@ -109,23 +107,6 @@ class RatioSpec:
         j, g = len(self.alternatives), len(self.grid)
         return (terms[:j], float(terms[j]), terms[j + 1:j + 1 + g], terms[j + 1 + g:j + 1 + g + g * j].reshape(g, j),
                 terms[j + 1 + g + g * j:].reshape(g, j))
-
-
-def beta_binomial_llr(c: np.ndarray | float, b: np.ndarray | float, q0: np.ndarray | float, q: np.ndarray,
-                      share_variance: np.ndarray | float) -> np.ndarray:
-    """log LR of the canary's count c of m = c + b events under beta-binomial alternatives (mean q)
-    against the beta-binomial null (mean q0), both with intra-minute correlation rho = q0 (1 - q0)
-    s^2, which gives the same variance inflation 1 + (m - 1) rho as `temper`'s phi. Exactly a
-    likelihood ratio under that overdispersed null (E = 1), where the tempered binomial ratio is
-    only right to first order and too large in the tail of a small count; the test takes the
-    smaller of the two per alternative, which is valid under either null. Shapes broadcast with the
-    alternatives on the last axis."""
-    c, b, q0, s2 = (np.asarray(x, dtype=float)[..., None] for x in (c, b, q0, share_variance))
-    rho = np.clip(q0 * (1.0 - q0) * s2, 1e-12, 0.5)
-    kappa = 1.0 / rho - 1.0
-    a1, b1 = q * kappa, (1.0 - q) * kappa
-    a0, b0 = q0 * kappa, (1.0 - q0) * kappa
-    return (betaln(c + a1, b + b1) - betaln(a1, b1)) - (betaln(c + a0, b + b0) - betaln(a0, b0))
 
 
 def cap_for(alpha: float, share: float, first_weight: float = 1.0) -> float:
@@ -210,8 +191,6 @@ class RatioState:
             q0 = spec.r0 * pi / (spec.r0 * pi + 1.0 - pi)
             phi = temper(share_variance, c + b, q0)
             llr, llr_up, llr_down = llr / phi, llr_up / phi, llr_down / phi
-            llr = np.minimum(llr, beta_binomial_llr(c, b, q0, spec.alternatives * pi / (spec.alternatives * pi + 1 - pi),
-                                                    share_variance))
         active = spec.start_at <= self.minutes
         sums, capped = capped_mixture_step(self.sums, self.capped, llr[None, :], spec.cap_log, active)
         # the bounds cap each alternative (cheaper than a capped mixture per grid row, and as
@@ -274,8 +253,8 @@ def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.n
                         share_variance: np.ndarray | float | None = None) -> np.ndarray:
     """Vectorised: log E_t for runs x minutes arrays (shape (..., T)); returns the same shape, the
     e-process after each minute, computed exactly as `RatioState.update` does (onset candidates,
-    capped mixtures; with `share_variance`, phi and the beta-binomial bound come from it, as in
-    `update`). Minutes without information contribute nothing."""
+    capped mixtures; with `share_variance`, phi comes from it as in `update`). Minutes without
+    information contribute nothing."""
     c, n_c, b, n_b = (np.asarray(x, dtype=float) for x in (c, n_c, b, n_b))
     phi = np.broadcast_to(np.asarray(phi, dtype=float), c.shape)
     informative = (n_c > 0) & (n_b > 0) & (c + b > 0)
@@ -288,10 +267,6 @@ def log_e_process_array(spec: RatioSpec, c: np.ndarray, n_c: np.ndarray, b: np.n
         s2 = np.broadcast_to(np.asarray(share_variance, dtype=float), c.shape)
         phi = np.where(s2 > 0, 1.0 + np.maximum(c + b - 1.0, 0.0) * q0[..., 0] * (1.0 - q0[..., 0]) * s2, 1.0)
     llr = (c[..., None] * np.log(qa / q0) + b[..., None] * np.log((1.0 - qa) / (1.0 - q0))) / phi[..., None]
-    if share_variance is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bb = beta_binomial_llr(c, b, q0[..., 0], qa, s2)
-        llr = np.where((s2 > 0)[..., None], np.minimum(llr, bb), llr)
     lead = c.shape[:-1]
     starts, j = len(spec.start_at), len(alts)
     sums = np.zeros(lead + (starts, j))
