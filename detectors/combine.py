@@ -13,9 +13,9 @@ The choice: **Bonferroni over metrics, nothing over phases or looks.**
   Bonferroni is the only combination that is valid under arbitrary dependence between metrics
   (5xx and latency move together in a real incident, and under a shared nuisance in A/A), and it
   costs only log(1/w_i) nats per test. The split is *weighted* by what alpha buys (the caller's
-  weights; `daemon.core.evaluation.ALPHA_WEIGHTS` gives each ratio test 0.45 and each level test
-  0.05): the ratio tests carry the fast detections and pay 5.4 nats at alpha = 1% instead of 6.0
-  for an equal split of four. Averaging e-values is the alternative (an average of K e-values is
+  weights; `daemon.core.evaluation.ALPHA_WEIGHTS` gives the 5xx ratio test 0.45, the latency
+  comparison 0.5 (0.45 tail, 0.05 location) and each level test 0.025): the ratio tests carry the
+  fast detections and pay 5.4 nats at alpha = 1% instead of 6.2 for an equal split of five. Averaging e-values is the alternative (an average of K e-values is
   an e-value) but dilutes a single strong signal by K and gives no per-metric statement for the
   decision record.
 * Dry-run tests never act, so they take no share. Gauge detectors (memory/CPU persistence and

@@ -76,3 +76,57 @@ def temper(share_variance: float, events: float, q: float) -> float:
     """phi_t = 1 + (m_t - 1) q (1 - q) s^2 >= 1 for a minute with m_t events and null share q: the
     variance inflation of the canary's count; the test uses LR_t^(1/phi_t)."""
     return 1.0 + max(events - 1.0, 0.0) * q * (1.0 - q) * max(share_variance, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareDispersion:
+    """Extra-binomial variance of the canary's *share* of events, estimated from both arms.
+
+    For a count that both arms see with a large shared component (the latency location test: a
+    drift of the whole service's latency moves both arms' share over the threshold together), the
+    baseline's own dispersion reads the shared drift as noise and over-tempers. The share cancels
+    it. Minute u's canary count is scored, when minute u+1 arrives, against the share predicted by
+    its neighbours u-3..u+1 without u: their pooled canary/baseline rate ratio rho, carried to
+    minute u's split, q_u = rho pi_u / (rho pi_u + 1 - pi_u). Then
+
+        s^2 = (w0 s0^2 + sum_u (z_u^2 - 1)) / (w0 + sum_u (m_u - 1) q_u (1 - q_u)),   floored at 0,
+
+    is the per-minute log-odds variance of the share itself (`share_variance`, no doubling). A
+    regression that shifts the canary by a constant ratio moves rho, not the residuals; the
+    estimate is predictable (minutes before t only), which is all the tempered test needs."""
+
+    prior: float = 0.0
+    weight: float = PRIOR_WEIGHT
+    recent: tuple[tuple[float, float, float, float], ...] = ()  # (c, n_c, b, n_b)
+    num: float = 0.0
+    den: float = 0.0
+
+    @property
+    def share_variance(self) -> float:
+        total = self.weight + self.den
+        if total <= 0:
+            return 0.0
+        return max(0.0, (self.weight * self.prior + self.num) / total)
+
+    def update(self, canary_events: float, canary_requests: float, baseline_events: float,
+               baseline_requests: float) -> "ShareDispersion":
+        """Add one minute with both arms (a minute without requests on either arm is skipped)."""
+        if canary_requests <= 0 or baseline_requests <= 0:
+            return self
+        recent = (self.recent + ((float(canary_events), float(canary_requests), float(baseline_events),
+                                  float(baseline_requests)),))[-(BEFORE + 2):]
+        num, den = self.num, self.den
+        if len(recent) >= 2:
+            c, n_c, b, n_b = recent[-2]
+            others = recent[:-2] + recent[-1:]
+            rate_c = (sum(x[0] for x in others) + 0.5) / (sum(x[1] for x in others) + 1.0)
+            rate_b = (sum(x[2] for x in others) + 0.5) / (sum(x[3] for x in others) + 1.0)
+            rho = rate_c / rate_b
+            pi = n_c / (n_c + n_b)
+            q = rho * pi / (rho * pi + 1.0 - pi)
+            m = c + b
+            var = m * q * (1.0 - q)
+            if var > 0 and m > 1:
+                num += (c - m * q) ** 2 / var - 1.0
+                den += (m - 1.0) * q * (1.0 - q)
+        return ShareDispersion(self.prior, self.weight, recent, num, den)

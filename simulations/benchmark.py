@@ -255,7 +255,8 @@ def summarise(s: Scenario, method: str, rollback_at: np.ndarray, harm: np.ndarra
 
 
 def run(out_dir: Path, quick: bool, runs: int | None, workers: int, names: list[str] | None = None,
-        progress: bool = True, plan: Plan | None = None, *, build_engine: EngineFactory) -> dict[str, Any]:
+        progress: bool = True, plan: Plan | None = None, *, build_engine: EngineFactory,
+        commit: str | None = None) -> dict[str, Any]:
     from simulations.benchmark_loop import closed_loop_chunk, summarise_closed
 
     global _ENGINE_FACTORY
@@ -307,7 +308,7 @@ def run(out_dir: Path, quick: bool, runs: int | None, workers: int, names: list[
     elapsed = time.perf_counter() - started
     meta = {"mode": "quick" if quick else "full", "runs_override": runs, "workers": workers, "seed": SEED,
             "plan": plan.__dict__, "elapsed_s": round(elapsed, 1), "rollbackd_path": "simulations.replay.Replayer",
-            "policy": "policies/default.yaml", "horizon_min": 40}
+            "policy": "policies/default.yaml", "horizon_min": 40, "commit": commit}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "closed_loop_rows": closed_rows},
                                                      indent=1) + "\n")
@@ -347,15 +348,20 @@ def main(argv: list[str] | None = None, *, build_engine: EngineFactory) -> int:
     parser.add_argument("--rollbackd-runs", type=int, default=None,
                         help="open-loop rollbackd runs per scenario (overrides the plan)")
     parser.add_argument("--closed-loop-runs", type=int, default=None, help="closed-loop runs per scenario")
+    parser.add_argument("--aa-runs", type=int, default=None,
+                        help="A/A runs per scenario for every method, rollbackd included (overrides the plan)")
+    parser.add_argument("--commit", default=None, help="the commit measured, recorded in results.json and report.md")
     args = parser.parse_args(argv)
-    for flag in ("runs", "rollbackd_runs", "closed_loop_runs"):
+    for flag in ("runs", "rollbackd_runs", "closed_loop_runs", "aa_runs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     unknown = [n for n in (args.scenario or []) if n not in catalogue()]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(catalogue())}")
     plan = Plan.make(args.quick, args.runs, args.closed_loop, args.rollbackd_runs, args.closed_loop_runs)
+    if args.aa_runs is not None:
+        plan = Plan(args.aa_runs, plan.runs_regression, args.aa_runs, plan.rollbackd_regression, plan.closed_loop)
     result = run(Path(args.out), args.quick, args.runs, max(1, args.workers), args.scenario, plan=plan,
-                 build_engine=build_engine)
+                 build_engine=build_engine, commit=args.commit)
     print(f"wrote {args.out}/results.json, report.md, ttd.png in {result['meta']['elapsed_s']} s")
     return 0

@@ -64,6 +64,12 @@ def write_report(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
         "of the rollout. False rollbacks apply to A/A scenarios (kind `aa`); the Clopper–Pearson "
         "bound is the upper end of the two-sided 95% interval.",
         "",
+        "## Issue 13's targets on this run",
+        "",
+        targets_markdown(rows, meta.get("commit")),
+        "",
+        "## All methods",
+        "",
         table(rows),
         "",
     ]
@@ -115,3 +121,130 @@ def write_plot(path: Path, rows: list[dict[str, Any]]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- issue 13's targets, computed from one run's rows --------------------------------------------
+HEADLINE_ERRORS = ("S4-errors-x2", "S4-errors-x5", "S4-errors-x20", "S4-errors-x2-1000rps", "S5-outage")
+
+
+def _row(rows: list[dict[str, Any]], scenario: str, method: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["scenario"] == scenario and r["method"] == method), None)
+
+
+def _minutes(value: float | None) -> float:
+    return float("inf") if value is None else float(value)
+
+
+def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """(target, met, the numbers) for each of issue 13's targets that one run can show."""
+    out: list[tuple[str, bool, str]] = []
+    aa = [r for r in rows if r["method"] == "rollbackd" and r["false_rollback_rate"] is not None]
+    bad = [r for r in aa if r["false_rollback_rate"] > 0.01 or r["clopper_pearson_upper95"] > 0.013]
+    worst = max(aa, key=lambda r: r["clopper_pearson_upper95"], default=None)
+    out.append(("False rollbacks <= 1% with Clopper-Pearson upper <= 1.3% on every A/A scenario", not bad and bool(aa),
+                "; ".join(f"{r['scenario']} {100 * r['false_rollback_rate']:.2f}% (<= "
+                          f"{100 * r['clopper_pearson_upper95']:.2f}%, n={r['runs']})" for r in bad)
+                or (f"all met; worst upper bound {worst['scenario']} {100 * worst['clopper_pearson_upper95']:.2f}%"
+                    if worst else "no A/A rows")))
+    ratios = []
+    for name in HEADLINE_ERRORS:
+        r = _row(rows, name, "rollbackd")
+        if r is not None:
+            ratios.append((name, r["oracle_ratio"], r["ttd_median_min"], _row(rows, name, "oracle")["ttd_median_min"]))
+    text = ", ".join(f"{n} {m} vs {o} ({'never' if x is None else f'{x:g}x'})" for n, x, m, o in ratios)
+    finite = [x for _, x, _, _ in ratios if x is not None]
+    total = sum(_minutes(m) for _, _, m, _ in ratios) / max(sum(_minutes(o) for _, _, _, o in ratios), 1e-9)
+    out.append(("5xx ratio >= 2 at >= 100 rps: <= 1.6x the oracle (sum of medians), none above 2x",
+                len(finite) == len(ratios) and bool(ratios) and total <= 1.6 and max(finite) <= 2.0,
+                f"{text}; sum of medians {total:.2f}x"))
+    r = _row(rows, "S4-errors-x5", "rollbackd")
+    if r is not None:
+        out.append(("x5 at 100 rps within 6 minutes", _minutes(r["ttd_median_min"]) <= 6,
+                    f"{r['ttd_median_min']} min (oracle {_row(rows, 'S4-errors-x5', 'oracle')['ttd_median_min']})"))
+    r = _row(rows, "S6-latency-tail", "rollbackd")
+    if r is not None:
+        out.append(("Latency tail within 1.5x of the fair oracle", r["oracle_ratio"] is not None
+                    and r["oracle_ratio"] <= 1.5, f"{r['ttd_median_min']} min, {r['oracle_ratio']}x"))
+    regressions = [r for r in rows if r["method"] == "rollbackd" and r["false_rollback_rate"] is None]
+    slow_kayenta, not_faster = [], []
+    for r in regressions:
+        ours = _minutes(r["ttd_median_min"])
+        kp = _minutes(_row(rows, r["scenario"], "kayenta")["ttd_median_min"])
+        km = _minutes(_row(rows, r["scenario"], "kayenta-every-minute")["ttd_median_min"])
+        if not (kp >= 3.5 * ours and ours < float("inf")):
+            slow_kayenta.append(f"{r['scenario']} {r['ttd_median_min'] or 'never'} vs "
+                                f"{'never' if kp == float('inf') else f'{kp:g}'}")
+        if not ours < km:
+            not_faster.append(f"{r['scenario']} {r['ttd_median_min'] or 'never'} vs "
+                              f"{'never' if km == float('inf') else f'{km:g}'}")
+    out.append((">= 3.5x faster than per-phase Kayenta on every regression scenario", not slow_kayenta,
+                "missed on: " + "; ".join(slow_kayenta) if slow_kayenta else "all met"))
+    out.append(("Faster than Kayenta every minute on every regression scenario", not not_faster,
+                "missed on: " + "; ".join(not_faster) if not_faster else "all met"))
+    return out
+
+
+def targets_markdown(rows: list[dict[str, Any]], commit: str | None = None) -> str:
+    lines = ["| target | met | numbers |", "|---|---|---|"]
+    for name, met, numbers in targets(rows):
+        lines.append(f"| {name} | {'**met**' if met else '**missed**'} | {numbers} |")
+    if commit:
+        lines.append(f"\nFrom one run at commit {commit}.")
+    return "\n".join(lines)
+
+
+def readme_table(rows: list[dict[str, Any]], closed_rows: list[dict[str, Any]] | None = None) -> str:
+    """The README's one-line-per-scenario table: rollbackd (and closed loop) beside the baselines."""
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "–"
+        if r["false_rollback_rate"] is not None:
+            return f"{100 * r['false_rollback_rate']:.2f}% (≤{100 * r['clopper_pearson_upper95']:.2f}%, n={r['runs']})"
+        if r["detection_rate"] is None:
+            return "–"
+        med = "never" if r["ttd_median_min"] is None else f"{r['ttd_median_min']:g}"
+        ratio = f" ({r['oracle_ratio']:g}×)" if r["oracle_ratio"] is not None else ""
+        return f"{100 * r['detection_rate']:.0f}%, {med}{ratio}"
+
+    closed = {r["scenario"]: r for r in closed_rows or []}
+    head = ("| scenario | rollbackd | closed loop | kayenta (per phase) | kayenta every minute | flagger | naive "
+            "| oracle |")
+    lines = [head, "|" + "---|" * 8]
+    for name in dict.fromkeys(r["scenario"] for r in rows):
+        oracle = _row(rows, name, "oracle")
+        o = "–" if oracle is None or oracle["detection_rate"] is None else (
+            "never" if oracle["ttd_median_min"] is None else f"{oracle['ttd_median_min']:g}")
+        c = closed.get(name)
+        ctext = "–" if c is None else _closed_cell(c)
+        lines.append(f"| {name} | **{cell(_row(rows, name, 'rollbackd'))}** | {ctext} | "
+                     f"{cell(_row(rows, name, 'kayenta'))} | {cell(_row(rows, name, 'kayenta-every-minute'))} | "
+                     f"{cell(_row(rows, name, 'flagger'))} | {cell(_row(rows, name, 'naive'))} | {o} |")
+    return "\n".join(lines)
+
+
+def _closed_cell(c: dict[str, Any]) -> str:
+    if c["false_rollback_rate"] is not None:
+        head = f"{100 * c['false_rollback_rate']:.1f}% (n={c['runs']})"
+    elif c["detection_rate"] is not None:
+        med = "never" if c["ttd_median_min"] is None else f"{c['ttd_median_min']:g}"
+        head = f"{100 * c['detection_rate']:.0f}%, {med}"
+    else:
+        return "–"
+    return f"{head}, exp {c['exposure_min']}" + (f", 5xx {c['canary_5xx_served']}" if c["false_rollback_rate"] is None else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m simulations.benchmark_report RESULTS.json [COMMIT]`: print the targets and the README table."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    data = json.loads(Path(args[0]).read_text())
+    print(targets_markdown(data["rows"], args[1] if len(args) > 1 else None))
+    print()
+    print(readme_table(data["rows"], data.get("closed_loop_rows")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

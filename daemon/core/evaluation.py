@@ -35,11 +35,11 @@ import numpy as np
 from daemon.core.events import Metrics
 from detectors import judge
 from detectors.combine import split_alpha
-from detectors.dispersion import Dispersion
+from detectors.dispersion import Dispersion, ShareDispersion
 from detectors.rate import CappedLevel
 from detectors.histogram import Histogram, quantile_of_parts
 from detectors.latency import exceedance_weights, quantile_bucket_edge
-from detectors.ratio import RatioSpec, RatioState
+from detectors.ratio import RatioSpec, RatioState, cap_for
 from detectors.utilization import Cusum, InstanceRun, LevelRun
 from detectors.verdict import Outcome, Verdict
 from policies.model import Policy
@@ -48,20 +48,34 @@ from policies.units import format_ms
 # Sequential tests that share comparison.alpha (when enabled and not dry-run), and their weights:
 # alpha goes where it buys detection time. The ratio tests carry the fast detections; the level
 # tests are a backstop for what a ratio cannot see (a baseline that is bad too) and, capped, need
-# little: 0.45% to each ratio test and 0.05% to each level test at alpha = 1%.
+# little: 0.45% to the 5xx ratio test, 0.5% to the latency comparison (0.45% tail, 0.05% location)
+# and 0.025% to each level test at alpha = 1%.
 SEQUENTIAL_CRITERIA: tuple[str, ...] = ("error_rate", "latency_p99", "error_ratio", "latency_ratio")
-ALPHA_WEIGHTS: dict[str, float] = {"error_rate": 0.05, "latency_p99": 0.05, "error_ratio": 0.45,
-                                   "latency_ratio": 0.45}
+ALPHA_WEIGHTS: dict[str, float] = {"error_rate": 0.025, "latency_p99": 0.025, "error_ratio": 0.45,
+                                   "latency_ratio": 0.5}
 # The absolute outage breaker: one canary minute with at least this many requests, this share of
 # them 5xx and this many 5xx rolls back at once (the capped tests need two minutes). Under the
 # critical level's null (rate <= 1%) such a minute has probability < 1e-20.
 BREAKER_MIN_REQUESTS = 100
 BREAKER_ERROR_RATIO = 0.2
 BREAKER_MIN_ERRORS = 20
-# One minute may contribute at most this share of log(1/alpha_i) to a ratio e-process, so a
-# single burst minute can never roll back on its own (see detectors.ratio); a real regression
-# keeps contributing every minute.
+# One minute may contribute at most this share of the log threshold to a ratio e-process, so a
+# single burst minute can never roll back on its own and two saturated minutes always can (see
+# detectors.ratio.cap_for); a real regression keeps contributing every minute.
 MINUTE_CAP_SHARE = 0.5
+# The ratio tests mix over onset times (an e-detector): the rollout's start weighs 0.8, and a
+# fresh start every 5 informative minutes (7 more, covering a 40-minute rollout) shares 0.2, so
+# a regression that begins mid-rollout is not held back by the negative drift its alternatives
+# gathered while the canary was healthy.
+ONSET_EVERY = 5
+ONSET_STARTS = 8
+ONSET_FIRST_WEIGHT = 0.8
+# The latency comparison is two tests under one criterion: the slow-request share (the tail) and,
+# after the warm-up, a location test: the share of requests at or above the baseline's median
+# bucket edge (from the warm-up minutes), canary vs baseline at r0 = 1, which sees a whole-
+# distribution shift the tail threshold cannot. It takes this share of latency_ratio's alpha.
+LOCATION_ALPHA_SHARE = 0.1  # 0.05% of latency_ratio's 0.5%: the tail test keeps 0.45%
+LOCATION_FACTORS: tuple[float, ...] = (1.05, 1.1, 1.2, 1.35, 1.6)
 # Pre-registering the slow-request threshold from the baseline: wait for this much baseline
 # latency data, and use only later minutes in the test.
 WARMUP_REQUESTS = 1000
@@ -124,6 +138,11 @@ class Evidence:
     warmup_layout: Histogram | None = None
     warmup_minutes: int = 0
     latency_ratio: RatioState | None = None
+    # the location test: share of requests at or above the baseline's median bucket edge
+    location_spec: RatioSpec | None = None
+    location_threshold_ms: float | None = None
+    location_ratio: RatioState | None = None
+    location_dispersion: ShareDispersion = ShareDispersion()  # of the canary's share over the median edge
     memory: LevelRun = LevelRun()
     cpu: LevelRun = LevelRun()
     instances: InstanceRun = InstanceRun()
@@ -191,8 +210,10 @@ def _alphas(alpha: float, active: tuple[bool, ...]) -> tuple[tuple[str, float], 
 def new_evidence(policy: Policy) -> Evidence:
     a = alphas(policy)
     cmp = policy.comparison
-    error_spec = RatioSpec.make(cmp.error_rate.max_ratio, MINUTE_CAP_SHARE * math.log(1 / a["error_ratio"]))
-    latency_spec = RatioSpec.make(cmp.latency.max_ratio, MINUTE_CAP_SHARE * math.log(1 / a["latency_ratio"]))
+    error_spec = _ratio_spec(cmp.error_rate.max_ratio, a["error_ratio"])
+    tail_alpha, location_alpha = latency_alphas(a["latency_ratio"])
+    latency_spec = _ratio_spec(cmp.latency.max_ratio, tail_alpha)
+    location_spec = _ratio_spec(1.0, location_alpha, LOCATION_FACTORS)
     km = policy.key_metrics
     error_cap = MINUTE_CAP_SHARE * math.log(1 / a["error_rate"])
     slow_cap = MINUTE_CAP_SHARE * math.log(1 / a["latency_p99"])
@@ -204,7 +225,21 @@ def new_evidence(policy: Policy) -> Evidence:
                     slow_levels=(CappedLevel.empty(slow_level, slow_cap), CappedLevel.empty(slow_level, slow_cap)),
                     error_dispersion=Dispersion(prior=cmp.error_rate.overdispersion),
                     slow_dispersion=Dispersion(prior=cmp.latency.overdispersion),
-                    slow_threshold_ms=cmp.latency.slow_above)
+                    slow_threshold_ms=cmp.latency.slow_above, location_spec=location_spec,
+                    location_ratio=RatioState.empty(location_spec),
+                    location_dispersion=ShareDispersion(prior=cmp.latency.overdispersion))
+
+
+def latency_alphas(alpha: float) -> tuple[float, float]:
+    """latency_ratio's alpha split between its tail and location tests (Bonferroni)."""
+    return alpha * (1.0 - LOCATION_ALPHA_SHARE), alpha * LOCATION_ALPHA_SHARE
+
+
+@lru_cache(maxsize=64)
+def _ratio_spec(r0: float, alpha: float, factors: tuple[float, ...] | None = None) -> RatioSpec:
+    kw = {} if factors is None else {"factors": factors}
+    return RatioSpec.make(r0, cap_for(alpha, MINUTE_CAP_SHARE, ONSET_FIRST_WEIGHT), onset_every=ONSET_EVERY,
+                          onset_starts=ONSET_STARTS, first_weight=ONSET_FIRST_WEIGHT, **kw)
 
 
 def start_phase(evidence: Evidence, phase_index: int) -> Evidence:
@@ -285,15 +320,17 @@ def observe(evidence: Evidence, policy: Policy, sample: MinuteSample) -> Evidenc
 def _observe_slow_ratio(evidence: Evidence, policy: Policy, canary: Metrics | None,
                         baseline: Metrics | None, changes: dict[str, Any]) -> None:
     """Canary vs baseline share of requests at or above a pre-registered threshold: the policy's
-    slow_above, else the lower edge of the baseline's p99 bucket from the first minutes (those
-    minutes are then not used by the test, so the threshold is fixed before the data it judges)."""
+    slow_above, else the lower edge of the baseline's p99 bucket from the first minutes (the tail
+    test); and the share at or above the lower edge of the baseline's median bucket from the same
+    minutes (the location test). A threshold taken from the warm-up is used only by later minutes,
+    so it is fixed before the data it judges."""
     b_hist = baseline.latency if baseline is not None else None
     if b_hist is None or b_hist.total <= 0:
         return
-    threshold = evidence.slow_threshold_ms
-    if threshold is None:
+    b_counts = np.asarray(b_hist.counts, dtype=float)
+    threshold, location = evidence.slow_threshold_ms, evidence.location_threshold_ms
+    if threshold is None or (location is None and evidence.location_ratio is not None):
         warm, layout = evidence.warmup_counts, evidence.warmup_layout
-        b_counts = np.asarray(b_hist.counts, dtype=float)
         if layout is None or not layout.same_layout(b_hist):
             warm, layout = b_counts, b_hist  # (re)start the warm-up on the current layout
         else:
@@ -303,20 +340,32 @@ def _observe_slow_ratio(evidence: Evidence, policy: Policy, canary: Metrics | No
         total = float(warm.sum())
         if total >= WARMUP_REQUESTS or (minutes >= WARMUP_MINUTES and total >= WARMUP_MIN_REQUESTS):
             merged = Histogram(layout.layout, layout.edges, tuple(int(c) for c in warm))
-            edge = quantile_bucket_edge(merged, policy.key_metrics.latency_p99.percentile / 100.0)
-            if edge is not None:
-                changes["slow_threshold_ms"] = edge
-        return
+            if threshold is None:
+                edge = quantile_bucket_edge(merged, policy.key_metrics.latency_p99.percentile / 100.0)
+                if edge is not None:
+                    changes["slow_threshold_ms"] = edge
+            if location is None:
+                edge = quantile_bucket_edge(merged, 0.5)
+                if edge is not None:
+                    changes["location_threshold_ms"] = edge
     c_hist = canary.latency if canary is not None else None
-    if c_hist is None or c_hist.total <= 0 or evidence.latency_ratio is None:
-        return
-    c_counts = np.asarray(c_hist.counts, dtype=float)
-    b_counts = np.asarray(b_hist.counts, dtype=float)
-    b_slow = float(b_counts @ _weights(b_hist, threshold, False))
-    changes["latency_ratio"] = evidence.latency_ratio.update(
-        evidence.latency_spec, float(c_counts @ _weights(c_hist, threshold, False)), float(c_counts.sum()),
-        b_slow, float(b_counts.sum()), evidence.slow_dispersion.share_variance)
-    changes["slow_dispersion"] = evidence.slow_dispersion.update(b_slow, float(b_counts.sum()))
+    usable = c_hist is not None and c_hist.total > 0
+    c_counts = np.asarray(c_hist.counts, dtype=float) if usable else None
+    b_total = float(b_counts.sum())
+    if threshold is not None and evidence.latency_ratio is not None:
+        b_slow = float(b_counts @ _weights(b_hist, threshold, False))
+        if usable:
+            changes["latency_ratio"] = evidence.latency_ratio.update(
+                evidence.latency_spec, float(c_counts @ _weights(c_hist, threshold, False)), float(c_counts.sum()),
+                b_slow, b_total, evidence.slow_dispersion.share_variance)
+            changes["slow_dispersion"] = evidence.slow_dispersion.update(b_slow, b_total)
+    if location is not None and evidence.location_ratio is not None and evidence.location_spec is not None:
+        if usable:
+            b_over = float(b_counts @ _weights(b_hist, location, False))
+            c_over, c_total = float(c_counts @ _weights(c_hist, location, False)), float(c_counts.sum())
+            changes["location_ratio"] = evidence.location_ratio.update(
+                evidence.location_spec, c_over, c_total, b_over, b_total, evidence.location_dispersion.share_variance)
+            changes["location_dispersion"] = evidence.location_dispersion.update(c_over, c_total, b_over, b_total)
 
 
 # --- assessing ----------------------------------------------------------------------------------
@@ -383,9 +432,15 @@ def assess(evidence: Evidence, policy: Policy, phase_index: int, *, open_alerts:
     _comparison(results, gating, "error_ratio", cmp.error_rate, evidence.error_ratio,
                 evidence.error_spec, a["error_ratio"], "5xx rate", {})
     slow = evidence.slow_threshold_ms
+    tail_alpha, location_alpha = latency_alphas(a["latency_ratio"])
+    loc = evidence.location_threshold_ms
+    location = None
+    if loc is not None and evidence.location_ratio is not None and evidence.location_spec is not None:
+        location = (evidence.location_ratio, evidence.location_spec, location_alpha,
+                    f"share of requests at or above the baseline's median bucket ({format_ms(loc)})")
     _comparison(results, gating, "latency_ratio", cmp.latency, evidence.latency_ratio, evidence.latency_spec,
-                a["latency_ratio"], f"share of requests slower than {'?' if slow is None else format_ms(slow)}",
-                {"slow_above_ms": slow}, waiting=slow is None)
+                tail_alpha, f"share of requests slower than {'?' if slow is None else format_ms(slow)}",
+                {"slow_above_ms": slow, "location_above_ms": loc}, waiting=slow is None, location=location)
     drift = cmp.memory
     if drift.enabled:
         v = judge.drift_verdict(what="memory utilisation", cusum=evidence.memory_drift,
@@ -406,7 +461,11 @@ def assess(evidence: Evidence, policy: Policy, phase_index: int, *, open_alerts:
 
 def _comparison(results: list[CriterionResult], gating: set[str], name: str, check: Any,
                 state: RatioState | None, spec: RatioSpec, alpha: float, what: str,
-                details: dict[str, Any], waiting: bool = False) -> None:
+                details: dict[str, Any], waiting: bool = False,
+                location: tuple[RatioState, RatioSpec, float, str] | None = None) -> None:
+    """One comparison criterion. `location` (latency only): a second test under the same criterion,
+    at its own share of the criterion's alpha; its FAIL is the criterion's FAIL (it never holds a
+    promotion by itself)."""
     if not check.enabled or state is None:
         if name in gating:
             results.append(CriterionResult(name, _disabled(name), "pass", check.dry_run, True))
@@ -416,6 +475,12 @@ def _comparison(results: list[CriterionResult], gating: set[str], name: str, che
                     "Waiting for baseline latency data to set the slow-request threshold.", details)
     else:
         v = judge.ratio_verdict(what=what, state=state, spec=spec, alpha=alpha, details=details)
+    if location is not None and v.outcome is not Outcome.FAIL:
+        l_state, l_spec, l_alpha, l_what = location
+        if l_state.minutes > 0:
+            lv = judge.ratio_verdict(what=l_what, state=l_state, spec=l_spec, alpha=l_alpha, details=details)
+            if lv.outcome is Outcome.FAIL:
+                v = lv
     action = check.on_fail if v.outcome is Outcome.FAIL else "pass"
     results.append(CriterionResult(name, v, action, check.dry_run, name in gating))
 

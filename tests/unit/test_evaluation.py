@@ -158,11 +158,11 @@ def test_dry_run_criterion_is_evaluated_but_not_acted_on(policy: Policy) -> None
     result = out[-1].get("error_ratio")
     assert result.verdict.outcome is Outcome.FAIL and result.dry_run
     assert "error_ratio" not in {r.name for r in out[-1].rollback_reasons()}
-    # the active tests share alpha by weight (levels 0.05 each, latency ratio 0.45); the dry-run
-    # test is evaluated at the share it would have if active (0.45 of 1)
+    # the active tests share alpha by weight (levels 0.025 each, latency comparison 0.5); the
+    # dry-run test is evaluated at the share it would have if active (0.45 of 1)
     a = alphas(dry)
-    assert a["latency_ratio"] == pytest.approx(policy.comparison.alpha * 0.45 / 0.55)
-    assert a["error_rate"] == pytest.approx(policy.comparison.alpha * 0.05 / 0.55)
+    assert a["latency_ratio"] == pytest.approx(policy.comparison.alpha * 0.5 / 0.55)
+    assert a["error_rate"] == pytest.approx(policy.comparison.alpha * 0.025 / 0.55)
     assert a["error_ratio"] == pytest.approx(policy.comparison.alpha * 0.45)
     assert sum(v for k, v in a.items() if k != "error_ratio") == pytest.approx(policy.comparison.alpha)
 
@@ -238,3 +238,19 @@ def test_quantile_of_parts_matches_a_single_layout() -> None:
         assert quantile_of_parts(((h, counts),), q) == pytest.approx(quantile(h.layout, h.edges, counts, q))
         split = ((h, counts / 2), (h, counts / 2))
         assert quantile_of_parts(split, q) == pytest.approx(quantile(h.layout, h.edges, counts, q), rel=1e-6)
+
+
+def test_location_test_rolls_back_a_whole_distribution_shift_the_tail_threshold_misses(policy: Policy) -> None:
+    # x1.2 everywhere: p99 ~480 ms stays under the 500 ms slow threshold's r0 = 1.5 for a long time,
+    # but the share over the baseline's median bucket edge moves from ~0.6 to ~0.7
+    _, out = run(policy, 12, seed=21, share=0.25, canary_median=120.0)
+    at = first(out, lambda a: "latency_ratio" in {r.name for r in a.rollback_reasons()})
+    assert at is not None and at <= 8
+    verdict = out[at - 1].get("latency_ratio").verdict
+    assert "median bucket" in verdict.sentence and verdict.details["location_above_ms"] is not None
+
+
+def test_location_test_is_quiet_on_an_identical_canary_at_high_traffic(policy: Policy) -> None:
+    for seed in range(3):
+        _, out = run(policy, 30, seed=100 + seed, rps=1000.0, share=0.25)
+        assert not any(a.rollback_reasons() for a in out)
