@@ -78,13 +78,15 @@ class ManagedServices:
         self._cache: dict[tuple[str, str, str], tuple[datetime, Any, bool]] = {}
 
     def __call__(self, project: str, location: str, service: str) -> bool:
+        if location not in self.locations:
+            return False  # a region rollbackd does not watch: no need to read the service
         key = (project, location, service)
         policy = self.policy()
         cached = self._cache.get(key)
         if cached and cached[1] is policy and self.clock.now() - cached[0] < self.ttl:
             return cached[2]
         view = self.traffic.get_service(project, location, service)
-        result = location in self.locations and bool(self.predicate(service, view.labels))
+        result = bool(self.predicate(service, view.labels))
         self._cache[key] = (self.clock.now(), policy, result)
         return result
 

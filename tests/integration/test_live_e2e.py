@@ -189,8 +189,8 @@ def test_status_command_reads_the_rollout_from_annotations(world: World) -> None
     with LiveDaemon(world.settings(), world.clock) as live:
         feeder = start_rollout(world, live, HEALTHY)
         try:
-            wait_until(lambda: (live.engine.states.get("checkout") is not None
-                                and live.engine.states["checkout"].rollout.canary_percent == 25),
+            wait_until(lambda: (live.engine.state_of("checkout") is not None
+                                and live.engine.state_of("checkout").rollout.canary_percent == 25),
                        40, "phase 2")
         finally:
             feeder.stop()
