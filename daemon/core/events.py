@@ -85,7 +85,7 @@ class Alert:
     summary: str = ""
     project: str = ""
     severity: str = ""  # the incident's severity (critical | error | warning), lower case; "" unknown
-    location: str = ""  # the service's region, when the daemon resolved it (not part of the message)
+    location: str = ""  # the service's region: the incident resource's `location` label, else resolved
     policy_labels: tuple[tuple[str, str], ...] = ()  # the alert policy's user labels
 
     kind = "alert"

@@ -67,23 +67,33 @@ def service_id_of(item: object) -> ServiceId:
 
 def resolve(name: str, project: str, location: str, known: Iterable[ServiceId], *,
             default_project: str = "", default_location: str = "", where: str = "") -> ServiceId | Rejected:
-    """The service an event means. With a location, that one (its project from a known service of the
-    same name and location, else the default). Without: the one known service of that name (and
-    project, when given); none known, the default location; several, rejected: a command or an
-    incident for `checkout` must not act on the wrong region."""
-    known = [k for k in known if k.name == name and (not project or not k.project or k.project == project)]
+    """The service an event means. An empty part, on the event or on a known id, matches anything
+    (it was not said). With a location: the known service there, else the one known service of
+    that name whose location was never said (an old recording's deploy, then an incident that names
+    its region), else a new id there. Without: the one known service of that name (and project,
+    when given); none known, the default location; several, rejected: a command or an incident for
+    `checkout` must not act on the wrong region."""
+    fitting = [k for k in known if k.name == name and (not project or not k.project or k.project == project)]
     if location:
-        same = [k for k in known if k.location == location]
-        if project:
-            return ServiceId(project, location, name)
-        return same[0] if len(same) == 1 else ServiceId(default_project, location, name)
-    if len(known) == 1:
-        return known[0]
-    if len(known) > 1:
-        places = ", ".join(str(k) for k in sorted(known))
-        return Rejected(f"service {name} is managed in more than one location ({places}); "
-                        f"the event does not say which, so nothing is done", where)
+        exact = [k for k in fitting if k.location == location]
+        unplaced = [k for k in fitting if not k.location]
+        if len(exact) > 1:
+            return _ambiguous(name, exact, "project", where)
+        for candidates in (exact, unplaced):
+            if len(candidates) == 1:
+                return candidates[0]
+        return ServiceId(project or default_project, location, name)
+    if len(fitting) == 1:
+        return fitting[0]
+    if len(fitting) > 1:
+        return _ambiguous(name, fitting, "location", where)
     return ServiceId(project or default_project, default_location, name)
+
+
+def _ambiguous(name: str, candidates: list[ServiceId], part: str, where: str) -> Rejected:
+    places = ", ".join(str(k) for k in sorted(candidates))
+    return Rejected(f"service {name} is managed in more than one {part} ({places}); "
+                    f"the event does not say which, so nothing is done", where)
 
 
 def several_locations(ids: Iterable[ServiceId]) -> bool:
