@@ -215,7 +215,8 @@ def _summary(engine: Engine, out: TextIO) -> None:
         rollout = state.rollout
         if rollout is None:
             continue
-        out.write(f"  {key.label(with_location=many):<12} {rollout.status.value:<12} canary {rollout.canary} at {rollout.canary_percent}%"
+        out.write(f"  {key.label(with_location=many):<12} {rollout.status.value:<12} "
+                  f"canary {rollout.canary} at {rollout.canary_percent}%"
                   f" — {rollout.last_decision}\n")
     out.flush()
 

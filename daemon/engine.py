@@ -410,8 +410,8 @@ class Engine:
         self.telemetry.event(event.kind, outcome)
         if not self.recovering:
             record: dict[str, Any] = {"type": "action", "time": _iso(event.time), "service": event.service,
-                                      "command": event.action, "decision_id": event.decision_id,
-                                      "outcome": outcome}
+                                      **_where(event), "command": event.action,
+                                      "decision_id": event.decision_id, "outcome": outcome}
             if isinstance(event, ActionApplied) and event.canary_percent is not None:
                 record["canary_percent"] = event.canary_percent
             if isinstance(event, ActionFailed):
@@ -422,8 +422,8 @@ class Engine:
 
     def _action_record(self, command: Any, outcome: str, detail: str) -> None:
         record = {"type": "action", "time": _iso(self._now(command)), "service": command.service,
-                  "command": command.kind, "decision_id": command.decision_id, "outcome": outcome,
-                  "detail": detail[:2000]}
+                  **_where(command), "command": command.kind, "decision_id": command.decision_id,
+                  "outcome": outcome, "detail": detail[:2000]}
         self.journal.write(record)
         if self.on_action is not None:
             self.on_action(record)
@@ -470,7 +470,7 @@ class Engine:
             self.telemetry.api_error(error.api or "logging", error.code or type(error).__name__)
             return None
         record = {"type": "decision-logs", "decision_id": command.decision_id, "service": command.service,
-                  "logs": logs.to_json()}
+                  **_where(command), "logs": logs.to_json()}
         self.journal.write(record, durable=True)
         return logs
 
@@ -511,9 +511,10 @@ class Engine:
         """Record the daemon-wide switches on every service rollbackd knows, so a restart or another
         replica keeps them (each service's record is saved by the core, like any state change)."""
         for name in sorted(self.states):
-            pending: deque[Event] = deque([GlobalState(time=at, service=name.name, project=name.project,
-                                                       location=name.location, kill_switch=not self.actions_enabled,
-                                                       blocking_incidents=frozenset(self.blocking), by=by)])
+            switches = GlobalState(time=at, service=name.name, project=name.project, location=name.location,
+                                   kill_switch=not self.actions_enabled,
+                                   blocking_incidents=frozenset(self.blocking), by=by)
+            pending: deque[Event] = deque([switches])
             while pending:
                 self._handle(pending.popleft(), out, pending)
 
@@ -563,8 +564,9 @@ class Engine:
             with self._lock:
                 self.labels[name] = dict(view.labels)
                 try:
-                    found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
-                                                           self.policy_for(name), now=self.clock.now())
+                    found = service_state_from_annotations(view.name, view.project, view.location,
+                                                           view.annotations, self.policy_for(name),
+                                                           now=self.clock.now())
                 except AnnotationError as error:
                     self.quarantine(name, str(error))
                     continue
@@ -605,7 +607,7 @@ def _iso(when: datetime) -> str:
     return format_rfc3339(when)
 
 
-def _where(event: Resync | GlobalState) -> dict[str, str]:
+def _where(event: Any) -> dict[str, str]:
     """The service's project and location in a journal line, when known."""
     return {k: v for k, v in (("project", event.project), ("location", event.location)) if v}
 

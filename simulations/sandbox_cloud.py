@@ -106,7 +106,8 @@ class SimulatedCloudRun:
                 # A service first named without a place (an old recording) takes the place it is
                 # later given; one created with a place stays there.
                 service = self.find(name, "", "") if (project or location) else None
-                if service is not None and (service.project, service.location) != (DEFAULT_PROJECT, DEFAULT_LOCATION):
+                if service is not None and (service.project, service.location) != (DEFAULT_PROJECT,
+                                                                                   DEFAULT_LOCATION):
                     service = None
                 if service is not None:
                     del self.services[service.key]

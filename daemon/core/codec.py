@@ -55,9 +55,9 @@ def event_to_json(event: Event) -> dict[str, Any]:
                               "service": event.service, "canary_percent": event.canary_percent,
                               "principal": event.principal, "detail": event.detail})
     if isinstance(event, ActionFailed):
-        return _where(event, {"type": "action-failed", "time": format_rfc3339(event.time), "service": event.service,
-                              "action": event.action, "error": event.error, "permanent": event.permanent,
-                              "decision_id": event.decision_id,
+        return _where(event, {"type": "action-failed", "time": format_rfc3339(event.time),
+                              "service": event.service, "action": event.action, "error": event.error,
+                              "permanent": event.permanent, "decision_id": event.decision_id,
                               "canary_percent_before": event.canary_percent_before})
     if isinstance(event, ActionApplied):
         return _where(event, {"type": "action-applied", "time": format_rfc3339(event.time),

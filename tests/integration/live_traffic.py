@@ -179,7 +179,8 @@ class TrafficFeeder:
         name in another region is fed by another feeder. Services added under other names than the
         feeder's location are found by their short name."""
         try:
-            return self.cloud_run.traffic_of(f"projects/{self.project}/locations/{self.location}/services/{service}")
+            full = f"projects/{self.project}/locations/{self.location}/services/{service}"
+            return self.cloud_run.traffic_of(full)
         except KeyError:
             return self.cloud_run.traffic_of(service)
 

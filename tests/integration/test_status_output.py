@@ -70,11 +70,12 @@ def test_status_names_the_region_and_never_picks_one_of_two_same_named_services(
                                     traffic=[("checkout-00041-mib", 100 - canary_percent, ""),
                                              ("checkout-00042-vux", canary_percent, "canary")],
                                     labels={"rollbackd": "enabled"},
-                                    annotations={f"{P}status": "phase", f"{P}phase": "1" if canary_percent == 5 else "3"})
+                                    annotations={f"{P}status": "phase",
+                                                 f"{P}phase": "1" if canary_percent == 5 else "3"})
     settings = Settings.model_validate({
         "project": fakes.project, "locations": [fakes.location, "us-central1"], "subscription": "s",
-        "principal": "r@x", "run_endpoint": fakes.cloud_run.address, "monitoring_endpoint": fakes.monitoring.address,
-        "logging_endpoint": fakes.logging.address})
+        "principal": "r@x", "run_endpoint": fakes.cloud_run.address,
+        "monitoring_endpoint": fakes.monitoring.address, "logging_endpoint": fakes.logging.address})
     clients = LiveClients(settings)
 
     def run(**options: str) -> tuple[int, str, str]:

@@ -60,7 +60,8 @@ def test_resolve_picks_the_only_one_and_refuses_to_guess_between_two() -> None:
     assert resolve("checkout", "", "", [], default_project="shop", default_location="europe-west1") == EU
     ambiguous = resolve("checkout", "", "", [US, EU], where="message 7")
     assert isinstance(ambiguous, Rejected) and ambiguous.where == "message 7"
-    assert "more than one location" in ambiguous.reason and str(US) in ambiguous.reason and str(EU) in ambiguous.reason
+    assert "more than one location" in ambiguous.reason
+    assert str(US) in ambiguous.reason and str(EU) in ambiguous.reason
     # An old recording's deploy named no region; its incident does: the same service.
     unplaced = ServiceId("", "", "checkout")
     assert resolve("checkout", "shop", "us-central1", [unplaced]) == unplaced
@@ -147,3 +148,27 @@ def test_a_corpus_recording_whose_incident_names_a_region_its_deploy_did_not() -
     result = replay_file(os.path.join(CORPUS, "alert-phase3.jsonl"), POLICY, build_engine=engine_factory("replay"))
     assert [key.name for key in result.engine.states] == ["checkout"]
     assert any(d.action == "rollback" and d.trigger == "alert-open" for d in result.decisions)
+
+
+# --- reports, what-if and explain name the region when there are several ----------------------------
+
+def test_reports_name_the_region_when_a_recording_has_several() -> None:
+    from simulations.backtest import rows_from_result
+    from simulations.explain import explain_decision
+    from simulations.replay import replay_events
+    from simulations.report_data import collect
+    from simulations.whatif import compare_replays
+
+    events = [_deploy(US, "checkout-00008-usb", "checkout-00007-usa", T0),
+              _deploy(EU, "checkout-00042-vux", "checkout-00041-mib", T0),
+              Command(time=T0 + timedelta(minutes=1), service="checkout", action="abort", by=SRE,
+                      location="us-central1")]
+    result = replay_events(events, POLICY, build_engine=engine_factory("replay"), keep_journal=True)
+    assert {row.service: row.outcome for row in rows_from_result(result)} == {
+        "checkout (us-central1)": "rolled_back", "checkout (europe-west1)": "in_progress"}
+    assert sorted(data.service for data in collect(result)) == ["checkout (europe-west1)",
+                                                                 "checkout (us-central1)"]
+    text = compare_replays(result, result, new_name="a", old_name="b")
+    assert "-- checkout (us-central1): NEW rolled_back" in text and "-- checkout (europe-west1):" in text
+    rollback = next(i for i, d in enumerate(result.decisions) if d.action == "rollback")
+    assert "checkout (us-central1)" in explain_decision(result.decisions, rollback, result.journal, POLICY)
