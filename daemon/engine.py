@@ -251,7 +251,7 @@ class Engine:
         if self.last_tick is not None and (now is None or now < self.last_tick):
             now = self.last_tick
         if name in self.quarantined and not isinstance(event, Resync):
-            self.reject(Ignored(f"{event.kind} for {name}, held: {self.quarantined[name]}", name))
+            self.reject(Ignored(f"{event.kind} for {name}, held: {self.quarantined[name]}", str(name)))
             return
         started = _perf.perf_counter()
         try:
