@@ -175,7 +175,8 @@ def test_bad_canary_is_rolled_back_with_error_logs_and_notification(world: World
     assert len(notes) == 1
     note = notes[0]
     assert note["action"] == "rollback" and note["severity"] == "ERROR"
-    assert note["_attributes"] == {"service": "checkout", "action": "rollback", "severity": "ERROR"}
+    assert note["_attributes"] == {"service": "checkout", "action": "rollback", "severity": "ERROR",
+                                   "location": world.fakes.location}  # same-named services in two regions
     assert note["decision"]["decision_id"] == journaled[-1]["decision_id"]
     assert note["decision"]["error_logs"] == logs
 
