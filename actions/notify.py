@@ -90,6 +90,9 @@ class PubSubNotifier:
         data = encode(command)
         attributes = {"service": redact(command.service), "action": redact(action_of(command)),
                       "severity": command.severity}
+        location = command.decision.get("location")
+        if isinstance(location, str) and location:  # same-named services in two regions
+            attributes["location"] = redact(location)
         key = command.service if self.ordered else ""
 
         def publish_once() -> str:

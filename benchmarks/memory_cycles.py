@@ -122,7 +122,7 @@ class CycleWorld:
         at = START + timedelta(minutes=self.minute_index)
         self.clock.advance_to(at)
         for i, name in enumerate(self.names):
-            state = self.engine.states.get(name)
+            state = self.engine.state_of(name)
             rollout = state.rollout if state is not None else None
             if name not in self.canary:
                 if i % self.ramp == self.minute_index % self.ramp:

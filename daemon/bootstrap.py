@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, TextIO, get_args
 
 from daemon.adapters.journal import FileJournal, read_lines
 from daemon.clock import SystemClock, VirtualClock
+from daemon.core.service_id import several_locations
 from daemon.dispatch import Dispatcher
 from daemon.engine import Engine
 from daemon.live import LiveClients, ManagedServices, build_traffic, managed_predicate, restore, resync
@@ -97,7 +98,8 @@ def _printer(out: TextIO, as_json: bool) -> Callable[[Any], None]:
 def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: bool, metrics_port: int | None,
                 policy_path: str | None, keep_running: bool, seed: int, out: TextIO = sys.stdout,
                 err: TextIO = sys.stderr, install_signals: bool = True) -> int:
-    from daemon.sandbox import DEFAULT_START, SandboxErrorLogs, SandboxWorld, load_services
+    from daemon.sandbox import (DEFAULT_START, SANDBOX_LOCATION, SANDBOX_PROJECT, SandboxErrorLogs, SandboxWorld,
+                                load_services)
     from simulations.replay import recover_engine
     from simulations.sandbox_cloud import SimulatedCloudRun
 
@@ -122,10 +124,11 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
 
     engine = build("sandbox", policy=reloader, traffic=cloud, notifier=LogNotifier(sink=notes.append),
                    error_logs=SandboxErrorLogs({s.service: s for s in services}, rng), journal=journal,
-                   telemetry=telemetry, clock=clock, on_decision=emit)
+                   telemetry=telemetry, clock=clock, on_decision=emit,
+                   default_project=SANDBOX_PROJECT, default_location=SANDBOX_LOCATION)
     dispatcher = Dispatcher(engine, clock=clock, traffic=cloud, own_principals=frozenset({SANDBOX_PRINCIPAL}),
                             managed=lambda p, l, s: is_managed(s, cloud.get_service(p, l, s).labels),
-                            default_project="rollbackd-sandbox", default_location="us-central1")
+                            default_project=SANDBOX_PROJECT, default_location=SANDBOX_LOCATION)
     sources: list[Any] = []
     publish: Callable[[bytes], None] = lambda data: dispatcher.handle(data)  # in-process bus
     if os.environ.get("PUBSUB_EMULATOR_HOST"):
@@ -207,11 +210,13 @@ def _emulator_bus(dispatcher: Dispatcher, clock: Any, rng: random.Random) -> tup
 
 def _summary(engine: Engine, out: TextIO) -> None:
     out.write("\nsummary:\n")
-    for name, state in sorted(engine.states.items()):
+    many = several_locations(engine.states)
+    for key, state in sorted(engine.states.items()):
         rollout = state.rollout
         if rollout is None:
             continue
-        out.write(f"  {name:<12} {rollout.status.value:<12} canary {rollout.canary} at {rollout.canary_percent}%"
+        out.write(f"  {key.label(with_location=many):<12} {rollout.status.value:<12} "
+                  f"canary {rollout.canary} at {rollout.canary_percent}%"
                   f" — {rollout.last_decision}\n")
     out.flush()
 
@@ -251,8 +256,11 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
             record["message"], **{k: v for k, v in record.items() if k != "message"}))
     error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error)
     journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
+    # One location managed: an event that does not name one (a command from an older ctl) is there.
+    only_location = settings.locations[0] if len(settings.locations) == 1 else ""
     engine = build("live", policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs,
                    journal=journal, telemetry=telemetry, clock=clock, dry_run=settings.dry_run,
+                   default_project=settings.project, default_location=only_location,
                    actions_enabled=not settings.kill_switch, on_decision=decision_log.decision,
                    on_action=lambda record: decision_log.info(
                        f"{record['service']}: {record['command']} {record['outcome']}",
@@ -260,8 +268,7 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
     managed = ManagedServices(is_managed, traffic, clock=clock, locations=settings.locations, policy=reloader)
     dispatcher = Dispatcher(engine, clock=clock, traffic=traffic, own_principals=frozenset({settings.principal}),
                             managed=managed, accept_metrics=settings.metrics_mode in ("pubsub", "both"),
-                            default_project=settings.project,
-                            default_location=settings.locations[0] if len(settings.locations) == 1 else "")
+                            default_project=settings.project, default_location=only_location)
     collector = MonitoringCollector(clients.monitoring, project=settings.project, clock=clock, rng=rng,
                                     on_error=telemetry.api_error, settle_s=settings.monitoring_settle)
     poller = MetricsPoller(collector)

@@ -25,6 +25,10 @@ def register(sub: Any) -> None:
     status = sub.add_parser("status", help="managed services: phase, canary, baseline, split, last decision")
     status.add_argument("--config", help="YAML settings file")
     status.add_argument("--json", action="store_true")
+    status.add_argument("service", nargs="?", default="",
+                        help="one service: its name, or projects/P/locations/L/services/N")
+    status.add_argument("--region", default="", help="only this Cloud Run region (location), e.g. europe-west1")
+    status.add_argument("--project", default="", help="only this project (default: the settings' project)")
     status.set_defaults(handler=cmd_status)
 
     try:
@@ -77,6 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args.config, {})
     try:
-        return print_status(settings, sys.stdout, as_json=args.json)
+        return print_status(settings, sys.stdout, as_json=args.json, service=args.service, region=args.region,
+                            project=args.project, err=sys.stderr)
     except PolicyError as error:  # its managed selectors say which services are shown
         raise CliError(f"invalid policy: {error}")

@@ -55,16 +55,15 @@ class Dispatcher:
                     continue
                 event = resolved
             service = getattr(event, "service", None)
-            if service and not isinstance(event, (Deploy, Metrics)) and service not in self.engine.states:
+            if service and not isinstance(event, (Deploy, Metrics)) and not self._known(event):
                 # Another replica may run this service's rollout: read its record before deciding
                 # that there is none (a command must not be lost to the replica that got it).
-                self._read_back(service)
-            if isinstance(event, Alert) and service and service not in self.engine.states \
-                    and self._managed_alert(event):
+                self._read_back(service, getattr(event, "location", "") or self.default_location)
+            if isinstance(event, Alert) and service and not self._known(event) and self._managed_alert(event):
                 # An incident on a managed service before any rollout: it blocks the next canary.
                 event = replace(event, project=event.project or self.default_project,
-                                location=self.default_location)
-            elif service and not isinstance(event, Deploy) and service not in self.engine.states \
+                                location=event.location or self.default_location)
+            elif service and not isinstance(event, Deploy) and not self._known(event) \
                     and not (isinstance(event, Command) and event.action.startswith("kill-switch")):
                 # Only a deploy of a managed service creates state: everything else about a
                 # service rollbackd has never rolled out is noted and left alone.
@@ -73,24 +72,31 @@ class Dispatcher:
                 continue
             self.engine.submit(event, received_at=now)
 
-    def _read_back(self, service: str) -> None:
-        if not (self.default_project and self.default_location):
+    def _known(self, event: Any) -> bool:
+        """Whether the engine has state for the event's service (by project, location and name; an
+        ambiguous name counts as known, so the engine rejects it with its reason)."""
+        key = self.engine.identify(event)
+        return key is not None and (isinstance(key, Rejected) or key in self.engine.states)
+
+    def _read_back(self, service: str, location: str) -> None:
+        if not (self.default_project and location):
             return
         try:
-            view = self.traffic.get_service(self.default_project, self.default_location, service)
+            view = self.traffic.get_service(self.default_project, location, service)
         except TransientError:
             raise  # nacked: redelivered once Cloud Run answers
         except ActionError:
             return
-        if self.managed(self.default_project, self.default_location, service):
+        if self.managed(self.default_project, location, service):
             self.engine.read_back([view], "resync")
 
     def _managed_alert(self, event: Alert) -> bool:
         project = event.project or self.default_project
-        if not (project and self.default_location and event.service):
+        location = event.location or self.default_location
+        if not (project and location and event.service):
             return False
         try:
-            return bool(self.managed(project, self.default_location, event.service))
+            return bool(self.managed(project, location, event.service))
         except TransientError:
             raise
         except ActionError:

@@ -27,6 +27,7 @@ from daemon.core.outcome import durable_part, record_of
 from daemon.core.persist import AnnotationError, service_state_from_annotations
 from daemon.core.outcome import Step
 from daemon.core.rollout import ServiceState, Status
+from daemon.core.service_id import ServiceId, resolve, service_id_of
 from daemon.core.step import authorised, step
 from daemon.telemetry import NullTelemetry
 from policies.model import Policy
@@ -81,7 +82,8 @@ class Engine:
                  on_decision: Callable[[Decision], None] | None = None,
                  labels_of: Callable[[str], dict[str, str]] | None = None,
                  journal_evaluations: bool = True,
-                 on_action: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_action: Callable[[dict[str, Any]], None] | None = None,
+                 default_project: str = "", default_location: str = "") -> None:
         self._policy = policy
         self.traffic = traffic
         self.notifier = notifier
@@ -98,14 +100,20 @@ class Engine:
         self.on_action = on_action
         self.labels_of = labels_of
         self.journal_evaluations = journal_evaluations
-        self.states: dict[str, ServiceState] = {}
+        # Services are identified by project, location and name (`daemon.core.service_id`): two
+        # services called `checkout` in two regions are two rollouts. An event that does not say
+        # where its service is gets the defaults (the daemon's project, its only location) or, when
+        # its name is managed in several locations, is rejected.
+        self.default_project = default_project
+        self.default_location = default_location
+        self.states: dict[ServiceId, ServiceState] = {}
         # Services whose state could not be read or evaluated: held (no action, no evaluation) and a
         # human told, once. Rebuilt on restart from the same source, so not lost.
-        self.quarantined: dict[str, str] = {}
+        self.quarantined: dict[ServiceId, str] = {}
         self._redecide: dict[int, int] = {}  # id(event) -> times decided again after a record conflict
         # Open incidents that block every promotion (policy `alerts.blocking`): id -> name.
         self.blocking: dict[str, str] = {}
-        self.labels: dict[str, dict[str, str]] = {}
+        self.labels: dict[ServiceId, dict[str, str]] = {}
         self.last_tick: datetime | None = None
         self.last_evaluation_at: datetime | None = None
         self._lock = threading.RLock()
@@ -116,18 +124,40 @@ class Engine:
         # The last traffic change of each service whose decision was already journaled: a crash
         # between the journal's fsync and the update would lose it, so recovery re-applies it
         # (idempotent: no call when the traffic is already as wanted). See reapply_recovered().
-        self.recovered_traffic: dict[str, SetTraffic] = {}
+        self.recovered_traffic: dict[ServiceId, SetTraffic] = {}
         base = policy()
         self.rate_limiter = RateLimiter(base.rate_limits.max_actions_per_service_per_hour,
                                         base.rate_limits.max_actions_per_project_per_hour)
 
     # --- policy ---------------------------------------------------------------------------------
-    def policy_for(self, service: str) -> Policy:
-        labels = self.labels.get(service)
+    def policy_for(self, service: ServiceId | str) -> Policy:
+        key = service if isinstance(service, ServiceId) else ServiceId("", "", service)
+        labels = self.labels.get(key)
         if labels is None and self.labels_of is not None:
-            labels = self.labels_of(service)
-            self.labels[service] = labels
-        return self._policy().for_service(service, labels or {})
+            labels = self.labels_of(key.name)
+            self.labels[key] = labels
+        return self._policy().for_service(key.name, labels or {})
+
+    # --- which service --------------------------------------------------------------------------
+    def identify(self, event: Any, where: str = "") -> ServiceId | Rejected | None:
+        """The service an event is about (None: about no service). The one rule of
+        `daemon.core.service_id.resolve`, over the services this engine knows."""
+        name = getattr(event, "service", None)
+        if not name:
+            return None
+        return resolve(name, getattr(event, "project", "") or "", getattr(event, "location", "") or "",
+                       self.states, default_project=self.default_project,
+                       default_location=self.default_location, where=where)
+
+    def state_of(self, service: ServiceId | str) -> ServiceState | None:
+        """A service's state, by id, resource name, or a bare name managed in one location only."""
+        with self._lock:
+            if isinstance(service, ServiceId):
+                return self.states.get(service)
+            if "/" in service:
+                return self.states.get(ServiceId.parse(service))
+            found = [state for key, state in self.states.items() if key.name == service]
+            return found[0] if len(found) == 1 else None
 
     # --- input ----------------------------------------------------------------------------------
     def reject(self, rejected: Rejected | Ignored, *, received_at: datetime | None = None) -> None:
@@ -161,12 +191,12 @@ class Engine:
         out = Outputs()
         with self._lock:
             self.last_tick = now
-            active = [name for name, s in self.states.items()
+            active = [key for key, s in self.states.items()
                       if (s.rollout and s.rollout.status.pending) or s.unsaved]
             if active and not self.recovering:
                 self.journal.write({"type": "tick", "time": _iso(now)})
-            for name in active:
-                if name in self.quarantined:
+            for key in active:
+                if key in self.quarantined:
                     continue
                 pending: deque[Event] = deque([Tick(time=now)])
                 try:
@@ -174,17 +204,16 @@ class Engine:
                     while pending:
                         # The tick itself is journaled once above; what follows from it (results of
                         # actions) is journaled like any input, so recovery replays it.
-                        self._handle(pending.popleft(), out, pending, service=name, journal_input=not first)
+                        self._handle(pending.popleft(), out, pending, service=key, journal_input=not first)
                         first = False
                 except Exception as error:  # noqa: BLE001 - one service's bad state never stops the others
-                    self.quarantine(name, f"evaluation failed: {type(error).__name__}: {error}")
+                    self.quarantine(key, f"evaluation failed: {type(error).__name__}: {error}")
             self.last_evaluation_at = now
             self._report_rollouts()
         return out
 
-    def _handle(self, event: Event, out: Outputs, pending: deque[Event], *, service: str | None = None,
+    def _handle(self, event: Event, out: Outputs, pending: deque[Event], *, service: ServiceId | None = None,
                 received_at: datetime | None = None, journal_input: bool = True) -> None:
-        name = service or getattr(event, "service", None)
         if journal_input and not self.recovering and not isinstance(self.journal, NullJournal):
             record = _event_record(event)
             if received_at is not None:
@@ -196,22 +225,33 @@ class Engine:
         if isinstance(event, Alert) and (self._policy().alerts.blocks(event.severity, dict(event.policy_labels))
                                          or (event.state == "closed" and event.incident_id in self.blocking)):
             self._blocking_alert(event, out)
-        if not name:
+        key = service or self.identify(event)
+        if key is None:
             self.telemetry.event(event.kind, "ignored")
             return
+        if isinstance(key, Rejected):
+            self.telemetry.event(event.kind, "rejected")
+            self.journal.write({"type": "rejected", "reason": key.reason, "where": key.where})
+            out.rejected.append(key)
+            return
+        name = key
+        if not isinstance(event, Tick) and (event.project, event.location) != (key.project, key.location):
+            # The core sees where the service is, as resolved: its rollout, commands and decisions
+            # name the same project and location as the key (the input was journaled as received).
+            event = replace(event, project=key.project, location=key.location)  # type: ignore[arg-type]
         if isinstance(event, Deploy) and event.labels:
             self.labels[name] = dict(event.labels)
         # A service seen for the first time carries the daemon-wide switches from now on; the
         # service itself is believed to carry no record yet (confirmed empty).
         state = self.states.get(name) or ServiceState(
-            service=name, project=getattr(event, "project", "") or "", location=getattr(event, "location", "") or "",
+            service=name.name, project=name.project, location=name.location,
             kill_switch=not self.actions_enabled, blocking_incidents=frozenset(self.blocking), confirmed=())
         policy = self.policy_for(name)
         now = self.clock.now() if self.clock is not None else getattr(event, "time", None)
         if self.last_tick is not None and (now is None or now < self.last_tick):
             now = self.last_tick
         if name in self.quarantined and not isinstance(event, Resync):
-            self.reject(Ignored(f"{event.kind} for {name}, held: {self.quarantined[name]}", name))
+            self.reject(Ignored(f"{event.kind} for {name}, held: {self.quarantined[name]}", str(name)))
             return
         started = _perf.perf_counter()
         try:
@@ -235,7 +275,7 @@ class Engine:
             for evaluation in result.evaluations:
                 self.journal.write(evaluation.to_json())
         if result.evaluations:
-            self._report_evidence(name, result.evaluations[-1])
+            self._report_evidence(name.name, result.evaluations[-1])
         decisions = [replace(d, acted=False) if self.dry_run and d.changes_traffic else d
                      for d in result.decisions]
         if self.recovering:
@@ -246,7 +286,7 @@ class Engine:
                 # have landed: re-applied once recovery is over.
                 for command in result.commands:
                     if isinstance(command, SetTraffic):
-                        self.recovered_traffic[command.service] = command
+                        self.recovered_traffic[name] = command
                 self._commit(name, result.state)
                 return
             if any(isinstance(command, SetTraffic) for command in result.commands):
@@ -276,7 +316,7 @@ class Engine:
         self._redecide.pop(id(event), None)
         self._commit(name, result.state)
 
-    def _commit(self, name: str, state: ServiceState) -> None:
+    def _commit(self, name: ServiceId, state: ServiceState) -> None:
         if state.rollout is not None or name in self.states or state.open_alerts or state.kill_switch:
             self.states[name] = state
 
@@ -288,7 +328,7 @@ class Engine:
         out = Outputs()
         with self._lock:
             pending: deque[Event] = deque()
-            for _, command in sorted(self.recovered_traffic.items()):
+            for _, command in sorted(self.recovered_traffic.items(), key=lambda item: item[0]):
                 result = self._write(command)
                 if result is not None:
                     pending.append(result)
@@ -333,23 +373,26 @@ class Engine:
         # guards against promotion loops. State saves move no traffic.
         limited = (isinstance(command, SetTraffic) and not self.dry_run
                    and command.canary_percent > (expected if expected is not None else 0))
-        if limited and not self.rate_limiter.allow(command.service, command.project, at):
+        if limited and not self.rate_limiter.allow(str(service_id_of(command)), command.project, at):
             return self._result(ActionFailed(
-                time=at, service=command.service, action=kind, decision_id=command.decision_id,
+                time=at, service=command.service, project=command.project, location=command.location, action=kind,
+                decision_id=command.decision_id,
                 error="rate limit on traffic changes reached (policy rate_limits)", canary_percent_before=expected))
         try:
             applied = (self.traffic.apply(command) if isinstance(command, SetTraffic)
                        else self.traffic.save_state(command))
             changed = bool(applied is None or applied.changed)
             if limited and not changed:  # already as wanted: another replica or a retry got there first
-                self.rate_limiter.refund(command.service, command.project, at)
+                self.rate_limiter.refund(str(service_id_of(command)), command.project, at)
             return self._result(ActionApplied(
-                time=at, service=command.service, action=kind, decision_id=command.decision_id,
+                time=at, service=command.service, project=command.project, location=command.location, action=kind,
+                decision_id=command.decision_id,
                 canary_percent=command.canary_percent if isinstance(command, SetTraffic) else None,
                 changed=changed, record=tuple(sorted(durable_part(dict(command.annotations)).items()))))
         except ManualChangeError as error:
             self._action_record(command, "manual-change", str(error))
-            return TrafficChanged(time=at, service=command.service, canary_percent=error.observed_canary_percent,
+            return TrafficChanged(time=at, service=command.service, project=command.project,
+                                  location=command.location, canary_percent=error.observed_canary_percent,
                                   principal="", detail=str(error))
         except RecordChangedError as error:
             self._action_record(command, "record-changed", str(error))
@@ -357,7 +400,8 @@ class Engine:
         except (ConflictError, TransientError, PermanentError, ActionError) as error:
             self.telemetry.api_error(error.api or "run", error.code or type(error).__name__)
             return self._result(ActionFailed(
-                time=at, service=command.service, action=kind, decision_id=command.decision_id,
+                time=at, service=command.service, project=command.project, location=command.location, action=kind,
+                decision_id=command.decision_id,
                 error=f"{type(error).__name__}: {error}", canary_percent_before=expected))
 
     def _result(self, event: ActionApplied | ActionFailed) -> Event:
@@ -366,8 +410,8 @@ class Engine:
         self.telemetry.event(event.kind, outcome)
         if not self.recovering:
             record: dict[str, Any] = {"type": "action", "time": _iso(event.time), "service": event.service,
-                                      "command": event.action, "decision_id": event.decision_id,
-                                      "outcome": outcome}
+                                      **_where(event), "command": event.action,
+                                      "decision_id": event.decision_id, "outcome": outcome}
             if isinstance(event, ActionApplied) and event.canary_percent is not None:
                 record["canary_percent"] = event.canary_percent
             if isinstance(event, ActionFailed):
@@ -378,8 +422,8 @@ class Engine:
 
     def _action_record(self, command: Any, outcome: str, detail: str) -> None:
         record = {"type": "action", "time": _iso(self._now(command)), "service": command.service,
-                  "command": command.kind, "decision_id": command.decision_id, "outcome": outcome,
-                  "detail": detail[:2000]}
+                  **_where(command), "command": command.kind, "decision_id": command.decision_id,
+                  "outcome": outcome, "detail": detail[:2000]}
         self.journal.write(record)
         if self.on_action is not None:
             self.on_action(record)
@@ -389,27 +433,31 @@ class Engine:
         try:
             view = self.traffic.get_service(command.project, command.location, command.service)
             found = service_state_from_annotations(view.name, view.project, view.location, view.annotations,
-                                                   self.policy_for(command.service), now=at)
+                                                   self.policy_for(service_id_of(command)), now=at)
         except (ActionError, AnnotationError) as error:
-            return ActionFailed(time=at, service=command.service, action=command.kind,
+            return ActionFailed(time=at, service=command.service, project=command.project,
+                                location=command.location, action=command.kind,
                                 decision_id=command.decision_id, error=f"{why}; re-read failed: {error}")
         observed = view.percent_of(found.rollout.canary) if found is not None and found.rollout else None
-        return Resync(time=at, service=command.service, found=found, observed_canary_percent=observed,
+        return Resync(time=at, service=command.service, project=command.project, location=command.location,
+                      found=found, observed_canary_percent=observed,
                       origin="conflict")
 
-    def quarantine(self, service: str, reason: str) -> None:
+    def quarantine(self, service: ServiceId, reason: str) -> None:
         """Hold one service whose state is corrupt or whose evaluation fails; the others go on."""
         first = service not in self.quarantined
         self.quarantined[service] = reason
         if not first:
             return
-        self.journal.write({"type": "quarantined", "service": service, "reason": reason[:2000]}, durable=True)
+        where = {k: v for k, v in (("project", service.project), ("location", service.location)) if v}
+        self.journal.write({"type": "quarantined", "service": service.name, **where, "reason": reason[:2000]},
+                           durable=True)
         self.telemetry.event("service", "quarantined")
         if self.notifier is not None:
             try:
-                self.notifier.notify(Notify(service=service, severity="ERROR",
+                self.notifier.notify(Notify(service=service.name, severity="ERROR",
                                             subject=f"{service}: rollbackd holds this service, a human must look",
-                                            decision={"service": service, "reason": reason[:2000]}))
+                                            decision={"service": service.name, **where, "reason": reason[:2000]}))
             except ActionError as error:
                 self.telemetry.api_error(error.api or "pubsub", error.code or type(error).__name__)
 
@@ -422,7 +470,7 @@ class Engine:
             self.telemetry.api_error(error.api or "logging", error.code or type(error).__name__)
             return None
         record = {"type": "decision-logs", "decision_id": command.decision_id, "service": command.service,
-                  "logs": logs.to_json()}
+                  **_where(command), "logs": logs.to_json()}
         self.journal.write(record, durable=True)
         return logs
 
@@ -463,8 +511,10 @@ class Engine:
         """Record the daemon-wide switches on every service rollbackd knows, so a restart or another
         replica keeps them (each service's record is saved by the core, like any state change)."""
         for name in sorted(self.states):
-            pending: deque[Event] = deque([GlobalState(time=at, service=name, kill_switch=not self.actions_enabled,
-                                                       blocking_incidents=frozenset(self.blocking), by=by)])
+            switches = GlobalState(time=at, service=name.name, project=name.project, location=name.location,
+                                   kill_switch=not self.actions_enabled,
+                                   blocking_incidents=frozenset(self.blocking), by=by)
+            pending: deque[Event] = deque([switches])
             while pending:
                 self._handle(pending.popleft(), out, pending)
 
@@ -510,12 +560,13 @@ class Engine:
         re-derived from Cloud Monitoring (a new rollout or phase was adopted)."""
         rebuilt: list[Any] = []
         for view in views:
-            name = view.name
+            name = ServiceId(view.project, view.location, view.name)
             with self._lock:
                 self.labels[name] = dict(view.labels)
                 try:
-                    found = service_state_from_annotations(name, view.project, view.location, view.annotations,
-                                                           self.policy_for(name), now=self.clock.now())
+                    found = service_state_from_annotations(view.name, view.project, view.location,
+                                                           view.annotations, self.policy_for(name),
+                                                           now=self.clock.now())
                 except AnnotationError as error:
                     self.quarantine(name, str(error))
                     continue
@@ -528,7 +579,8 @@ class Engine:
                     continue
                 observed = (view.percent_of(found.rollout.canary)
                             if found is not None and found.rollout is not None else None)
-                self.submit(Resync(time=self.clock.now(), service=name, found=found,
+                self.submit(Resync(time=self.clock.now(), service=view.name, project=view.project,
+                                   location=view.location, found=found,
                                    observed_canary_percent=observed, origin=origin))
                 after = self.states.get(name)
                 rollout = after.rollout if after is not None else None
@@ -555,6 +607,11 @@ def _iso(when: datetime) -> str:
     return format_rfc3339(when)
 
 
+def _where(event: Any) -> dict[str, str]:
+    """The service's project and location in a journal line, when known."""
+    return {k: v for k, v in (("project", event.project), ("location", event.location)) if v}
+
+
 def _event_record(event: Event) -> dict[str, Any]:
     from daemon.core.codec import event_to_json
     if isinstance(event, Tick):
@@ -563,11 +620,12 @@ def _event_record(event: Event) -> dict[str, Any]:
         return event_to_json(event)
     if isinstance(event, Resync):
         found = event.found
-        return {"type": "resync", "time": _iso(event.time), "service": event.service, "origin": event.origin,
+        return {"type": "resync", "time": _iso(event.time), "service": event.service, **_where(event),
+                "origin": event.origin,
                 "observed_canary_percent": event.observed_canary_percent,
                 "record": record_of(found) if found is not None else None}
     if isinstance(event, GlobalState):
-        return {"type": "global-state", "time": _iso(event.time), "service": event.service,
+        return {"type": "global-state", "time": _iso(event.time), "service": event.service, **_where(event),
                 "kill_switch": event.kill_switch, "blocking_incidents": sorted(event.blocking_incidents),
                 "by": event.by}
     return event_to_json(event)

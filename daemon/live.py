@@ -78,13 +78,15 @@ class ManagedServices:
         self._cache: dict[tuple[str, str, str], tuple[datetime, Any, bool]] = {}
 
     def __call__(self, project: str, location: str, service: str) -> bool:
+        if location not in self.locations:
+            return False  # a region rollbackd does not watch: no need to read the service
         key = (project, location, service)
         policy = self.policy()
         cached = self._cache.get(key)
         if cached and cached[1] is policy and self.clock.now() - cached[0] < self.ttl:
             return cached[2]
         view = self.traffic.get_service(project, location, service)
-        result = location in self.locations and bool(self.predicate(service, view.labels))
+        result = bool(self.predicate(service, view.labels))
         self._cache[key] = (self.clock.now(), policy, result)
         return result
 
@@ -134,25 +136,54 @@ def resync(engine: Any, traffic: Any, decision_log: Any) -> list[Any]:
     return engine.read_back(views, "resync")
 
 
-def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clients: LiveClients | None = None) -> int:
-    """Raises `policies.loader.PolicyError` when the configured policy (its managed selectors say
-    which services to show) cannot be loaded."""
+def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clients: LiveClients | None = None,
+                 service: str = "", region: str = "", project: str = "", err: TextIO | None = None) -> int:
+    """The managed services' rollouts, read from their annotations. `region` and `project` narrow the
+    services read (a region need not be one the daemon manages: status only reads); `service` shows
+    one, by name or resource name. A name managed in several regions is not guessed: the regions are
+    listed on `err` and the exit code is 2. Raises `policies.loader.PolicyError` when the configured
+    policy (its managed selectors say which services to show) cannot be loaded."""
     from daemon.core.redact import redact_json
     from daemon.core.commands import ANNOTATION_PREFIX as P
+    from daemon.core.service_id import ServiceId, several_locations
     from daemon.telemetry import NullTelemetry
     from daemon.terminal_text import printable
     from policies import load_default_policy
     from policies.loader import load_policy
 
+    err = err or out
+    if service:
+        try:
+            wanted = ServiceId.parse(service, project=project, location=region)
+        except ValueError as error:
+            err.write(f"rollbackd status: {error}\n")
+            return 2
+        project, region = wanted.project or project, wanted.location or region
+    if project or region:
+        settings = settings.model_copy(update={"project": project or settings.project,
+                                               "locations": (region,) if region else settings.locations})
     policy = load_policy(settings.policy) if settings.policy else load_default_policy()
     is_managed = managed_predicate(settings, lambda: policy)
     clients = clients or LiveClients(settings)
     traffic = build_traffic(settings, clients, SystemClock(), random.Random(), NullTelemetry(), managed=is_managed)
+    views = sorted(traffic.list_services(), key=lambda v: (v.name, v.location, v.project))
+    if service:
+        views = [v for v in views if v.name == wanted.name]
+        if len(views) > 1:
+            places = ", ".join(str(ServiceId(v.project, v.location, v.name)) for v in views)
+            err.write(f"rollbackd status: {wanted.name} is managed in {len(views)} locations ({places}); "
+                      f"name one with --region\n")
+            return 2
+        if not views:
+            err.write(f"rollbackd status: no managed service {service} in {settings.project} "
+                      f"({', '.join(settings.locations)})\n")
+            return 1
+    many = several_locations(ServiceId(v.project, v.location, v.name) for v in views)
     rows = []
-    for view in sorted(traffic.list_services(), key=lambda v: v.name):
+    for view in views:
         a = view.annotations
         rows.append({
-            "service": view.name, "location": view.location,
+            "service": view.name, "location": view.location, "project": view.project,
             "status": a.get(f"{P}status", "idle"), "phase": a.get(f"{P}phase", ""),
             "canary": a.get(f"{P}canary", ""), "baseline": a.get(f"{P}baseline", ""),
             "traffic": {t.revision: t.percent for t in view.traffic if t.percent},
@@ -169,7 +200,9 @@ def print_status(settings: Settings, out: TextIO, *, as_json: bool = False, clie
         # Annotations are anybody's text: no terminal escape sequence or credential is printed as is.
         t = {k: printable(v) for k, v in row.items() if isinstance(v, str)}
         split = ", ".join(f"{printable(rev)} {pct}%" for rev, pct in row["traffic"].items())
-        out.write(f"{t['service']:<20} {t['status']:<12} phase {t['phase'] or '-':<3} "
+        # Same-named services in several regions: each row names its region.
+        name = f"{t['service']} ({t['location']})" if many else t["service"]
+        out.write(f"{name:<20} {t['status']:<12} phase {t['phase'] or '-':<3} "
                   f"canary {t['canary'] or '-'} / baseline {t['baseline'] or '-'}  [{split}]\n")
         if row["last_decision"]:
             out.write(f"{'':<20} last: {t['last_decision']}\n")

@@ -182,7 +182,7 @@ class SandboxWorld:
     def minute(self, at: datetime) -> None:
         for index, s in enumerate(self.services.values()):
             if not s.deployed and at >= s.deploy_at:
-                known = self.cloud.services.get(s.service)
+                known = self.cloud.find(s.service, SANDBOX_PROJECT, SANDBOX_LOCATION)
                 if known is None or s.canary not in known.revisions:  # a restart may find it deployed
                     self.cloud.deploy(s.service, s.canary, baseline=s.baseline)
                 self.publish(json.dumps(audit_deploy_entry(s.service, s.canary, s.baseline, at)).encode())
@@ -240,7 +240,7 @@ class SandboxWorld:
     def finished(self, engine: Any) -> bool:
         """Every service deployed and its rollout finished."""
         for name, s in self.services.items():
-            state = engine.states.get(name)
+            state = engine.state_of(name)
             if not s.deployed or state is None or state.rollout is None or state.rollout.status.active:
                 return False
         return True

@@ -29,6 +29,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from daemon.core.service_id import ServiceId, service_id_of, several_locations
 from daemon.ports import EngineFactory
 
 OUTCOMES = ("promoted", "rolled_back", "in_progress", "halted", "none")
@@ -79,16 +80,20 @@ def rows_from_result(result: Any, path: str = "") -> list[Row]:
     from daemon.core.timefmt import format_rfc3339
 
     states = result.engine.states if result.engine is not None else {}
-    by_service: dict[str, list[Any]] = {}
+    by_service: dict[ServiceId, list[Any]] = {}
     for decision in result.decisions:
         if decision.service != "*":
-            by_service.setdefault(decision.service, []).append(decision)
+            by_service.setdefault(service_id_of(decision), []).append(decision)
+    # Services are told apart by project, location and name; the row names the region only when the
+    # recording has more than one.
+    many = several_locations(set(states) | set(by_service))
     rows = []
     for service in sorted(set(states) | set(by_service)):
         state = states.get(service)
         rollout = state.rollout if state is not None else None
         decisions = by_service.get(service, [])
-        row = Row(recording=result.recording, service=service, outcome="none", path=path,
+        row = Row(recording=result.recording, service=service.label(with_location=many), outcome="none",
+                  path=path,
                   rejected_lines=len(result.rejected),
                   decisions=[{"time": format_rfc3339(d.time), "action": d.action,
                               "canary_percent": d.canary_percent_after} for d in decisions])

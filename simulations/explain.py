@@ -12,6 +12,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
+from daemon.core.service_id import ServiceId, service_id_of, several_locations
 from daemon.core.timefmt import format_rfc3339, parse_rfc3339
 from daemon.ports import EngineFactory
 from policies.units import format_duration
@@ -37,7 +38,10 @@ def explain_file(path: str, policy: Any, *, build_engine: EngineFactory, at: str
     from simulations.replay import replay_file
 
     result = replay_file(path, policy, build_engine=build_engine, keep_journal=True)
-    decisions = [d for d in result.decisions if service is None or d.service == service]
+    # `--service` is a name, or a resource name when the recording has it in several regions.
+    wanted = ServiceId.parse(service) if service and "/" in service else None
+    decisions = [d for d in result.decisions if service is None or
+                 (service_id_of(d) == wanted if wanted is not None else d.service == service)]
     if not decisions:
         which = f" for service {service}" if service else ""
         raise ExplainError(f"{os.path.basename(path)}: no decisions{which}")
@@ -77,7 +81,9 @@ def explain_decision(decisions: list[Any], index: int, journal: list[dict[str, A
     pol = policy.for_service(d.service) if hasattr(policy, "for_service") else policy
     traffic = (f"traffic {d.canary_percent_before}% → {d.canary_percent_after}%" if d.changes_traffic
                else f"traffic stays at {d.canary_percent_after}%")
-    lines = [f"Decision {index + 1} of {len(decisions)} in {recording}: {d.service} "
+    many = several_locations(service_id_of(x) for x in decisions if x.service != "*")
+    lines = [f"Decision {index + 1} of {len(decisions)} in {recording}: "
+             f"{service_id_of(d).label(with_location=many)} "
              f"at {format_rfc3339(d.time)}",
              f"  {d.action.upper()} ({traffic}), triggered by {d.trigger or 'an event'}"
              + ("" if d.acted else "; NOT acted on (dry run or kill switch)"),
@@ -112,7 +118,7 @@ def explain_decision(decisions: list[Any], index: int, journal: list[dict[str, A
 
 def _rollout_start(decisions: list[Any], index: int) -> datetime | None:
     d = decisions[index]
-    same = [x for x in decisions[: index + 1] if x.service == d.service and x.canary == d.canary]
+    same = [x for x in decisions[: index + 1] if service_id_of(x) == service_id_of(d) and x.canary == d.canary]
     return same[0].time if same else None
 
 

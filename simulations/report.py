@@ -66,7 +66,7 @@ def render_report(result: Any, policy: Any) -> str:
         parts.append("<ul>" + "".join(f"<li><a href='#svc-{e(s.service)}'>{e(s.service)}</a>: "
                                       f"{e(_outcome(s))}</li>" for s in services) + "</ul>")
     for data in services:
-        parts.append(_service_section(data, policy.for_service(data.service)
+        parts.append(_service_section(data, policy.for_service(data.name or data.service)
                                       if hasattr(policy, "for_service") else policy))
     if not services:
         parts.append("<p>No decisions: the recording started no rollout.</p>")

@@ -17,6 +17,7 @@ from typing import Any
 
 from daemon.core.events import Metrics
 from daemon.core.intake import parse_line
+from daemon.core.service_id import service_id_of, several_locations
 from daemon.core.timefmt import parse_rfc3339
 from simulations.replay import FAR_FUTURE
 
@@ -58,6 +59,8 @@ class ServiceData:
     criteria: dict[str, CriterionSeries]
     traffic: list[tuple[datetime, int, int, str]]  # (time, canary %, phase, status) after each decision
     logs: list[dict[str, Any]]
+    name: str = ""  # the service's own name (`service` is the heading: with its region when several)
+    location: str = ""
 
 
 def wilson(errors: int, n: int) -> tuple[float, float]:
@@ -136,18 +139,25 @@ def _num(value: Any) -> float | None:
 def collect(result: Any) -> list[ServiceData]:
     """One ServiceData per service that has decisions, in name order. For each, the last rollout."""
     metrics = _metrics_from_journal(result.journal)
-    services = sorted({d.service for d in result.decisions if d.service != "*"})
+    # Services by project, location and name; a section names its region when there are several.
+    services = sorted({service_id_of(d) for d in result.decisions if d.service != "*"})
+    many = several_locations(services)
     out = []
-    for service in services:
-        decisions = [d for d in result.decisions if d.service == service]
+    for key in services:
+        service = key.name
+        decisions = [d for d in result.decisions if d.service != "*" and service_id_of(d) == key]
+        ids = {d.decision_id for d in decisions}
         last = decisions[-1]
         canary, baseline = last.canary, last.baseline
-        own = [m for m in metrics if m.service == service]
+        own = [m for m in metrics if m.service == service and (not m.location or not key.location
+                                                               or m.location == key.location)]
         traffic = [(d.time, d.canary_percent_after, d.phase, d.status_after) for d in decisions
                    if d.canary == canary]
-        logs = [r for r in result.journal if r.get("type") == "decision-logs" and r.get("service") == service]
+        logs = [r for r in result.journal if r.get("type") == "decision-logs" and r.get("service") == service
+                and (not many or r.get("decision_id") in ids)]
         out.append(ServiceData(
-            service=service, canary=canary, baseline=baseline, decisions=decisions,
+            service=key.label(with_location=many), canary=canary, baseline=baseline, decisions=decisions,
             arms={"canary": _arm(canary, own), "baseline": _arm(baseline, own)},
-            criteria=_criteria(result.journal, service, canary), traffic=traffic, logs=logs))
+            criteria=_criteria(result.journal, service, canary), traffic=traffic, logs=logs,
+            name=key.name, location=key.location))
     return out

@@ -5,6 +5,9 @@ Used by replay, backtests and the sandbox (`rollbackd run --sandbox`). It implem
 the whole traffic list, bumps the etag, writes `rollbackd.dev/*` annotations in the same update,
 refuses to overwrite a traffic split a human changed, and makes no call when nothing would change.
 Its state can be saved to and loaded from a JSON file so a sandbox restart continues where it stopped.
+Services are keyed as Cloud Run keys them, by project, location and name (`daemon.core.service_id`):
+`checkout` in two regions is two services. A name given without a location (an old recording's
+command) finds the one service of that name.
 `list_services` returns the managed services by the same predicate as the live controller
 (`policies.managed`: the label, the policy's selectors when the sandbox passes them, the opt-out).
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
+from daemon.core.service_id import ServiceId
 from daemon.core.ownership import (Split, classify_split, merged_annotations, record_changed_by_others,
                                    record_matches)
 from daemon.ports import (ApplyResult, ManualChangeError, PermanentError, RecordChangedError, ServiceView,
@@ -24,17 +28,25 @@ from daemon.ports import (ApplyResult, ManualChangeError, PermanentError, Record
 from policies.managed import ManagedPredicate
 
 
+DEFAULT_PROJECT, DEFAULT_LOCATION = "rollbackd-sandbox", "sandbox-1"
+
+
 @dataclass
 class SimService:
     name: str
-    project: str = "rollbackd-sandbox"
-    location: str = "sandbox-1"
+    project: str = DEFAULT_PROJECT
+    location: str = DEFAULT_LOCATION
     labels: dict[str, str] = field(default_factory=lambda: {"rollbackd": "enabled"})
     annotations: dict[str, str] = field(default_factory=dict)
     traffic: list[dict[str, Any]] = field(default_factory=list)  # [{"revision","percent","tag"}]
     revisions: list[str] = field(default_factory=list)
     generation: int = 1
     max_instances: int = 100
+
+    @property
+    def key(self) -> str:
+        """Its Cloud Run resource name: projects/P/locations/L/services/N."""
+        return str(ServiceId(self.project, self.location, self.name))
 
     @property
     def etag(self) -> str:
@@ -64,18 +76,46 @@ class SimulatedCloudRun:
         if path and os.path.exists(path):
             self._load(path)
 
+    # --- which service ------------------------------------------------------------------------
+    def find(self, name: str, project: str = "", location: str = "") -> SimService | None:
+        """The service by resource name, or by name and whichever of project and location are given
+        (None: no such service, or the name is in several locations and the caller did not say)."""
+        if "/" in name:
+            wanted = ServiceId.parse(name)
+            name, project, location = wanted.name, wanted.project, wanted.location
+        found = [s for s in self.services.values() if s.name == name
+                 and (not project or s.project == project) and (not location or s.location == location)]
+        return found[0] if len(found) == 1 else None
+
+    def service(self, name: str, project: str = "", location: str = "") -> SimService:
+        found = self.find(name, project, location)
+        if found is None:
+            raise KeyError(f"no single service {name} (project {project or 'any'}, location {location or 'any'})")
+        return found
+
+    def _add(self, service: SimService) -> SimService:
+        self.services[service.key] = service
+        return service
+
     # --- set-up used by the sandbox, replay and tests -----------------------------------------
     def ensure_service(self, name: str, *, project: str = "", location: str = "",
                        labels: dict[str, str] | None = None) -> SimService:
         with self._lock:
-            service = self.services.get(name)
+            service = self.find(name, project, location)
             if service is None:
-                service = SimService(name=name)
-                self.services[name] = service
-            if project:
-                service.project = project
-            if location:
-                service.location = location
+                # A service first named without a place (an old recording) takes the place it is
+                # later given; one created with a place stays there.
+                service = self.find(name, "", "") if (project or location) else None
+                if service is not None and (service.project, service.location) != (DEFAULT_PROJECT,
+                                                                                   DEFAULT_LOCATION):
+                    service = None
+                if service is not None:
+                    del self.services[service.key]
+                else:
+                    service = SimService(name=name)
+                service.project = project or service.project
+                service.location = location or service.location
+                self._add(service)
             if labels is not None:
                 service.labels = dict(labels)
             return service
@@ -98,7 +138,7 @@ class SimulatedCloudRun:
     def set_traffic_by_hand(self, name: str, split: dict[str, int]) -> None:
         """A human's `gcloud run services update-traffic`."""
         with self._lock:
-            service = self.services[name]
+            service = self.service(name)
             tags = {t["revision"]: t.get("tag", "") for t in service.traffic}
             service.traffic = [{"revision": r, "percent": p, "tag": tags.get(r, "")} for r, p in split.items()]
             service.generation += 1
@@ -106,7 +146,7 @@ class SimulatedCloudRun:
 
     def traffic_of(self, name: str) -> dict[str, int]:
         with self._lock:
-            service = self.services.get(name)
+            service = self.find(name)
             return {t["revision"]: int(t.get("percent", 0)) for t in service.traffic} if service else {}
 
     def count(self, method: str) -> int:
@@ -122,7 +162,7 @@ class SimulatedCloudRun:
     def get_service(self, project: str, location: str, service: str) -> ServiceView:
         with self._lock:
             self.calls.append(("GetService", {"service": service}))
-            found = self.services.get(service)
+            found = self.find(service, project, location)
             if found is None:
                 raise PermanentError(f"service {service} not found", api="run", code="NOT_FOUND")
             return found.view()
@@ -130,13 +170,14 @@ class SimulatedCloudRun:
     def apply(self, command: SetTraffic) -> ApplyResult:
         with self._lock:
             self.calls.append(("GetService", {"service": command.service}))
-            service = self.services.get(command.service)
-            if service is None:
-                service = SimService(name=command.service, project=command.project, location=command.location,
-                                     traffic=[{"revision": command.baseline, "percent": 100, "tag": ""},
-                                              {"revision": command.canary, "percent": 0, "tag": "canary"}],
-                                     revisions=[command.baseline, command.canary])
-                self.services[command.service] = service
+            service = self.find(command.service, command.project, command.location)
+            if service is None:  # replay creates services on the fly
+                service = self._add(SimService(
+                    name=command.service, project=command.project or DEFAULT_PROJECT,
+                    location=command.location or DEFAULT_LOCATION,
+                    traffic=[{"revision": command.baseline, "percent": 100, "tag": ""},
+                             {"revision": command.canary, "percent": 0, "tag": "canary"}],
+                    revisions=[command.baseline, command.canary]))
             current = {t["revision"]: int(t.get("percent", 0)) for t in service.traffic}
             wanted = {command.baseline: 100 - command.canary_percent, command.canary: command.canary_percent}
             wanted_traffic = [{"revision": command.baseline, "percent": 100 - command.canary_percent, "tag": ""},
@@ -164,11 +205,10 @@ class SimulatedCloudRun:
     def save_state(self, command: SaveState) -> ApplyResult:
         with self._lock:
             self.calls.append(("GetService", {"service": command.service}))
-            service = self.services.get(command.service)
+            service = self.find(command.service, command.project, command.location)
             if service is None:  # replay creates services on the fly, as `apply` does
-                service = SimService(name=command.service, project=command.project or "rollbackd-sandbox",
-                                     location=command.location or "sandbox-1")
-                self.services[command.service] = service
+                service = self._add(SimService(name=command.service, project=command.project or DEFAULT_PROJECT,
+                                               location=command.location or DEFAULT_LOCATION))
             if record_matches(service.annotations, command.annotations):
                 return ApplyResult(changed=False, service=service.view())
             if record_changed_by_others(service.annotations, command.expected_annotations, command.annotations):
@@ -183,7 +223,7 @@ class SimulatedCloudRun:
     def delete_revision(self, command: DeleteRevision) -> None:
         with self._lock:
             self.calls.append(("DeleteRevision", {"revision": command.revision}))
-            service = self.services.get(command.service)
+            service = self.find(command.service, command.project, command.location)
             if service and command.revision in service.revisions:
                 if any(t["revision"] == command.revision and t.get("percent") for t in service.traffic):
                     raise PermanentError("cannot delete a revision that serves traffic", api="run",
@@ -208,5 +248,7 @@ class SimulatedCloudRun:
     def _load(self, path: str) -> None:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-        self.services = {n: SimService(**s) for n, s in data.get("services", {}).items()}
+        # Keyed by resource name (older files by name alone: the key is rebuilt from the service).
+        loaded = [SimService(**s) for s in data.get("services", {}).values()]
+        self.services = {s.key: s for s in loaded}
         self.calls = [(m, a) for m, a in data.get("calls", [])]

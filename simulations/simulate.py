@@ -153,8 +153,12 @@ def format_simulation(result: SimulationResult, *, as_json: bool) -> str:
         out.append("(no decisions)")
     from simulations.backtest import outcome_of_status
 
-    for name, state in sorted((result.engine.states if result.engine else {}).items()):
+    from daemon.core.service_id import several_locations
+
+    states = result.engine.states if result.engine else {}
+    many = several_locations(states)
+    for key, state in sorted(states.items()):
         if state.rollout is not None:
-            out.append(f"-- {name}: {outcome_of_status(state.rollout.status.value)} "
+            out.append(f"-- {key.label(with_location=many)}: {outcome_of_status(state.rollout.status.value)} "
                        f"(canary {state.rollout.canary} at {state.rollout.canary_percent}%)")
     return "\n".join(out) + "\n"

@@ -12,6 +12,7 @@ import difflib
 import json
 from typing import Any, Sequence
 
+from daemon.core.service_id import ServiceId, service_id_of, several_locations
 from daemon.core.timefmt import format_rfc3339
 
 OUTCOME_OF_STATUS = {"completed": "promoted", "rolled-back": "rolled_back", "halted": "halted",
@@ -23,7 +24,7 @@ def decision_key(decision: Any) -> tuple[str, str, int, int, int]:
             decision.canary_percent_after)
 
 
-def _outcome(result: Any, service: str) -> str:
+def _outcome(result: Any, service: ServiceId) -> str:
     states = result.engine.states if getattr(result, "engine", None) is not None else {}
     state = states.get(service)
     if state is None or state.rollout is None:
@@ -108,16 +109,20 @@ def compare_replays(new_result: Any, old_result: Any, *, new_name: str, old_name
                     as_json: bool = False) -> str:
     """Side-by-side comparison of two replays of the same recording (text, or JSON lines with one
     object per service)."""
-    services = sorted({d.service for d in new_result.decisions} | {d.service for d in old_result.decisions})
+    # Services by project, location and name: the region is named when the recording has several.
+    services = sorted({service_id_of(d) for d in new_result.decisions}
+                      | {service_id_of(d) for d in old_result.decisions})
+    many = several_locations(services)
     out: list[str] = []
     if not as_json:
         out.append(f"== {new_result.recording}: NEW {new_name}  vs  OLD {old_name} ==")
-    for service in services:
-        new = [d for d in new_result.decisions if d.service == service]
-        old = [d for d in old_result.decisions if d.service == service]
+    for key in services:
+        service = key.label(with_location=many)
+        new = [d for d in new_result.decisions if service_id_of(d) == key]
+        old = [d for d in old_result.decisions if service_id_of(d) == key]
         rows = _pairs(new, old)
         differing = [(a, b) for tag, a, b in rows if tag == "differs"]
-        new_outcome, old_outcome = _outcome(new_result, service), _outcome(old_result, service)
+        new_outcome, old_outcome = _outcome(new_result, key), _outcome(old_result, key)
         if as_json:
             out.append(json.dumps({
                 "recording": new_result.recording, "service": service, "new_policy": new_name,

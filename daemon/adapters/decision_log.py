@@ -102,7 +102,9 @@ class DecisionLog:
     def decision(self, decision: Decision) -> None:
         self._log(_LEVELS[severity_of(decision.action)],
                   f"{decision.service}: {decision.action} — {decision.reason}",
-                  decision.to_json(), {"service": decision.service, "action": decision.action})
+                  decision.to_json(), {"service": decision.service, "action": decision.action,
+                                       # same-named services in two regions: filter by both labels
+                                       **({"location": decision.location} if decision.location else {})})
 
     def error(self, message: str, **fields: Any) -> None:
         self._log(logging.ERROR, message, fields, {"service": fields.get("service", "*"), "action": "error"})

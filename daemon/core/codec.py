@@ -41,29 +41,41 @@ def event_to_json(event: Event) -> dict[str, Any]:
                "incident_id": event.incident_id, "state": event.state}
         if event.revision is not None:
             out["revision"] = event.revision
-        for key in ("policy_name", "summary", "project", "severity"):
+        for key in ("policy_name", "summary", "project", "severity", "location"):
             if getattr(event, key):
                 out[key] = getattr(event, key)
         if event.policy_labels:
             out["policy_labels"] = dict(event.policy_labels)
         return out
     if isinstance(event, Command):
-        return {"type": "command", "time": format_rfc3339(event.time), "service": event.service,
-                "action": event.action, "by": event.by, "reason": event.reason}
+        return _where(event, {"type": "command", "time": format_rfc3339(event.time), "service": event.service,
+                              "action": event.action, "by": event.by, "reason": event.reason})
     if isinstance(event, TrafficChanged):
-        return {"type": "traffic-changed", "time": format_rfc3339(event.time), "service": event.service,
-                "canary_percent": event.canary_percent, "principal": event.principal, "detail": event.detail}
+        return _where(event, {"type": "traffic-changed", "time": format_rfc3339(event.time),
+                              "service": event.service, "canary_percent": event.canary_percent,
+                              "principal": event.principal, "detail": event.detail})
     if isinstance(event, ActionFailed):
-        return {"type": "action-failed", "time": format_rfc3339(event.time), "service": event.service,
-                "action": event.action, "error": event.error, "permanent": event.permanent,
-                "decision_id": event.decision_id, "canary_percent_before": event.canary_percent_before}
+        return _where(event, {"type": "action-failed", "time": format_rfc3339(event.time),
+                              "service": event.service, "action": event.action, "error": event.error,
+                              "permanent": event.permanent, "decision_id": event.decision_id,
+                              "canary_percent_before": event.canary_percent_before})
     if isinstance(event, ActionApplied):
-        return {"type": "action-applied", "time": format_rfc3339(event.time), "service": event.service,
-                "action": event.action, "decision_id": event.decision_id, "canary_percent": event.canary_percent,
-                "changed": event.changed}
+        return _where(event, {"type": "action-applied", "time": format_rfc3339(event.time),
+                              "service": event.service, "action": event.action, "decision_id": event.decision_id,
+                              "canary_percent": event.canary_percent, "changed": event.changed})
     if isinstance(event, Tick):
         return {"type": "tick", "time": format_rfc3339(event.time)}
     raise TypeError(f"not an event: {type(event).__name__}")
+
+
+def _where(event: Command | TrafficChanged | ActionFailed | ActionApplied, out: dict[str, Any]) -> dict[str, Any]:
+    """The service's project and location, when known: written only then, so a recording or journal
+    from a source that never said (or from before services were told apart by region) keeps its bytes."""
+    if event.project:
+        out["project"] = event.project
+    if event.location:
+        out["location"] = event.location
+    return out
 
 
 def _metrics(event: Metrics) -> dict[str, Any]:

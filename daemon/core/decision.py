@@ -76,6 +76,10 @@ class Decision:
             "evidence_through": format_rfc3339(self.evidence_through) if self.evidence_through else None,
             "criteria": [c.to_json() for c in self.criteria],
             **({"details": dict(self.details)} if self.details else {}),
+            # Where the service lives, when known (a recording without it keeps its bytes): `service`
+            # stays the short name people read; the three together identify it (core.service_id).
+            **({"project": self.project} if self.project else {}),
+            **({"location": self.location} if self.location else {}),
         }
 
 

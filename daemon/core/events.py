@@ -85,7 +85,7 @@ class Alert:
     summary: str = ""
     project: str = ""
     severity: str = ""  # the incident's severity (critical | error | warning), lower case; "" unknown
-    location: str = ""  # the service's region, when the daemon resolved it (not part of the message)
+    location: str = ""  # the service's region: the incident resource's `location` label, else resolved
     policy_labels: tuple[tuple[str, str], ...] = ()  # the alert policy's user labels
 
     kind = "alert"
@@ -103,6 +103,8 @@ class Command:
     action: str
     by: str
     reason: str = ""
+    project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
+    location: str = ""
 
     kind = "command"
 
@@ -120,6 +122,8 @@ class TrafficChanged:
     canary_percent: int | None
     principal: str = ""
     detail: str = ""
+    project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
+    location: str = ""
 
     kind = "traffic-changed"
 
@@ -140,6 +144,8 @@ class ActionFailed:
     permanent: bool = True
     decision_id: str = ""
     canary_percent_before: int | None = None  # the share Cloud Run still has (the write did not land)
+    project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
+    location: str = ""
 
     kind = "action-failed"
 
@@ -161,6 +167,8 @@ class ActionApplied:
     # The durable record the write carried (sorted items), when known: what the service now holds.
     # Not journaled; a replayed result stands for the record of its own moment.
     record: tuple[tuple[str, str], ...] | None = None
+    project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
+    location: str = ""
 
     kind = "action-applied"
 
@@ -180,6 +188,8 @@ class Resync:
     found: Any
     observed_canary_percent: int | None = None  # the canary's share in the service's traffic now
     origin: str = "resync"  # restore | resync
+    project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
+    location: str = ""
 
     kind = "resync"
 
@@ -198,6 +208,8 @@ class GlobalState:
     kill_switch: bool
     blocking_incidents: frozenset[str] = frozenset()
     by: str = ""
+    project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
+    location: str = ""
 
     kind = "global-state"
 

@@ -60,6 +60,8 @@ def parse_incident(msg: Mapping[str, Any], attributes: Mapping[str, str] | None,
         project=str_at(incident, "scoping_project_id") or (_label(labels, "project_id") or ""),
         severity=str_at(incident, "severity").strip().lower(),
         policy_labels=_user_labels(incident),
+        # The service's region (cloud_run_revision resources have it): `checkout` may run in two.
+        location=_label(labels, "location") or "",
     )]
 
 

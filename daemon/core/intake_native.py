@@ -148,6 +148,7 @@ def parse_alert(msg: Mapping[str, Any], window: Window, fallback: datetime | Non
         project=opt_str(msg, "project", "alert.project"),
         severity=opt_str(msg, "severity", "alert.severity").lower(),
         policy_labels=_string_map(msg, "policy_labels", "alert.policy_labels"),
+        location=opt_str(msg, "location", "alert.location"),
     )]
 
 
@@ -171,6 +172,8 @@ def parse_command(msg: Mapping[str, Any], window: Window, fallback: datetime | N
         action=action,
         by=req_str(msg, "by", "command.by"),
         reason=opt_str(msg, "reason", "command.reason"),
+        project=opt_str(msg, "project", "command.project"),
+        location=opt_str(msg, "location", "command.location"),
     )]
 
 
@@ -184,6 +187,8 @@ def parse_traffic_changed(msg: Mapping[str, Any], window: Window, fallback: date
         canary_percent=None if raw is None else percent(raw, "traffic-changed.canary_percent"),
         principal=opt_str(msg, "principal", "traffic-changed.principal"),
         detail=opt_str(msg, "detail", "traffic-changed.detail"),
+        project=opt_str(msg, "project", "traffic-changed.project"),
+        location=opt_str(msg, "location", "traffic-changed.location"),
     )]
 
 
@@ -199,6 +204,8 @@ def parse_action_failed(msg: Mapping[str, Any], window: Window, fallback: dateti
         permanent=permanent,
         decision_id=opt_str(msg, "decision_id", "action-failed.decision_id"),
         canary_percent_before=_opt_percent(msg, "canary_percent_before", "action-failed.canary_percent_before"),
+        project=opt_str(msg, "project", "action-failed.project"),
+        location=opt_str(msg, "location", "action-failed.location"),
     )]
 
 
@@ -213,6 +220,8 @@ def parse_action_applied(msg: Mapping[str, Any], window: Window, fallback: datet
         decision_id=opt_str(msg, "decision_id", "action-applied.decision_id"),
         canary_percent=_opt_percent(msg, "canary_percent", "action-applied.canary_percent"),
         changed=changed,
+        project=opt_str(msg, "project", "action-applied.project"),
+        location=opt_str(msg, "location", "action-applied.location"),
     )]
 
 

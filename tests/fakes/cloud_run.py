@@ -88,6 +88,9 @@ class CloudRunFake:
         # The accepted updates that moved traffic (annotation-only updates, rollbackd saving its
         # record after a pause or a hold, left out): "each traffic change once" is checked on these.
         self.traffic_changes: list[tuple[str, dict[str, int], dict[str, str]]] = []
+        # The same changes by full resource name (project, location, service): same-named services in
+        # two regions are told apart here.
+        self.resource_traffic_changes: list[tuple[str, dict[str, int]]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> str:
@@ -413,6 +416,7 @@ class CloudRunFake:
             self.accepted_updates.append((_short(svc.name), _split(svc), dict(svc.annotations)))
             if _split(svc) != split_before:
                 self.traffic_changes.append((_short(svc.name), _split(svc), dict(svc.annotations)))
+                self.resource_traffic_changes.append((svc.name, _split(svc)))
             target = svc
 
             def complete() -> None:

@@ -442,7 +442,7 @@ class LiveDaemon:
         return scrape(self.port)
 
     def status(self, service: str) -> str | None:
-        state = self.engine.states.get(service)
+        state = self.engine.state_of(service)
         return state.rollout.status.value if state is not None and state.rollout is not None else None
 
 

@@ -157,7 +157,7 @@ class TrafficFeeder:
         with self._lock:
             fed = {name: _Fed(dict(f.profiles), f.rps) for name, f in self.services.items()}
         for service, f in fed.items():
-            split = self.cloud_run.traffic_of(service)
+            split = self._split_of(service)
             for revision, percent in split.items():
                 if percent <= 0:
                     continue
@@ -173,6 +173,16 @@ class TrafficFeeder:
             self.sink(m)
         self.minutes_fed += 1
         return emitted
+
+    def _split_of(self, service: str) -> dict[str, int]:
+        """The split of this feeder's own service (project, location, name): a service of the same
+        name in another region is fed by another feeder. Services added under other names than the
+        feeder's location are found by their short name."""
+        try:
+            full = f"projects/{self.project}/locations/{self.location}/services/{service}"
+            return self.cloud_run.traffic_of(full)
+        except KeyError:
+            return self.cloud_run.traffic_of(service)
 
     def start(self) -> "TrafficFeeder":
         self._thread = threading.Thread(target=self._run, name="traffic-feeder", daemon=True)

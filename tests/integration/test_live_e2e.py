@@ -175,7 +175,8 @@ def test_bad_canary_is_rolled_back_with_error_logs_and_notification(world: World
     assert len(notes) == 1
     note = notes[0]
     assert note["action"] == "rollback" and note["severity"] == "ERROR"
-    assert note["_attributes"] == {"service": "checkout", "action": "rollback", "severity": "ERROR"}
+    assert note["_attributes"] == {"service": "checkout", "action": "rollback", "severity": "ERROR",
+                                   "location": world.fakes.location}  # same-named services in two regions
     assert note["decision"]["decision_id"] == journaled[-1]["decision_id"]
     assert note["decision"]["error_logs"] == logs
 
@@ -189,8 +190,8 @@ def test_status_command_reads_the_rollout_from_annotations(world: World) -> None
     with LiveDaemon(world.settings(), world.clock) as live:
         feeder = start_rollout(world, live, HEALTHY)
         try:
-            wait_until(lambda: (live.engine.states.get("checkout") is not None
-                                and live.engine.states["checkout"].rollout.canary_percent == 25),
+            wait_until(lambda: (live.engine.state_of("checkout") is not None
+                                and live.engine.state_of("checkout").rollout.canary_percent == 25),
                        40, "phase 2")
         finally:
             feeder.stop()

@@ -110,7 +110,7 @@ class World:
         return self.cloud.traffic_of(service).get(names(service)[1], 0)
 
     def status(self, service: str = "checkout") -> str:
-        return self.engine.states[service].rollout.status.value
+        return self.engine.state_of(service).rollout.status.value
 
 
 def v2_update_entry(service: str, revision: str, baseline: str, canary_percent: int, when: datetime, *,

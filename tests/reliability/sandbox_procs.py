@@ -129,9 +129,11 @@ class RunOutcome:
     def read(cls, state_dir: str) -> "RunOutcome":
         with open(os.path.join(state_dir, "cloud.json"), encoding="utf-8") as handle:
             cloud = json.load(handle)
-        traffic = {name: {t["revision"]: int(t["percent"]) for t in s["traffic"] if int(t["percent"])}
-                   for name, s in cloud["services"].items()}
-        annotations = {name: dict(s.get("annotations", {})) for name, s in cloud["services"].items()}
+        # cloud.json keys services by resource name; the sandbox has one location, so its short
+        # name (the service's own `name`) is enough here.
+        traffic = {s["name"]: {t["revision"]: int(t["percent"]) for t in s["traffic"] if int(t["percent"])}
+                   for s in cloud["services"].values()}
+        annotations = {s["name"]: dict(s.get("annotations", {})) for s in cloud["services"].values()}
         updates = [args for method, args in cloud["calls"] if method == "UpdateService"]
         decisions = []
         from daemon.adapters.journal import read_lines

@@ -208,3 +208,66 @@ def test_a_corrupt_record_holds_one_service_and_the_others_go_on(world: World, s
     assert world.run.traffic_of("broken") == {"broken-00001-aaa": 95, "broken-00002-bbb": 5}, "touched"
     notes = world.topics.pull_notifications(1)
     assert any("broken" in json.dumps(n) and "a human must look" in json.dumps(n) for n in notes)
+
+
+# --- 8. two regions, one name ------------------------------------------------------------------------
+
+US, EU = "us-central1", "europe-west1"
+US_BASELINE, US_CANARY = "checkout-00007-usa", "checkout-00008-usb"
+
+
+def test_same_named_services_in_two_regions_are_two_rollouts_and_survive_a_restart(world: World) -> None:
+    """`checkout` in europe-west1 (the world's own) and in us-central1, a deploy in each: the
+    European canary is healthy and promoted; the American one turns bad after a restart and is
+    rolled back. Each region's traffic changes only on its own service, and the restarted daemon
+    (restored from the annotations) resumes both. Before services were identified by project,
+    location and name, the second deploy superseded the first: one rollout for two services."""
+    from tests.integration.live_harness import MANAGED, PROJECT, TrafficFeeder, monitoring_sink
+
+    eu = f"projects/{PROJECT}/locations/{EU}/services/checkout"
+    us = world.run.add_service("checkout", PROJECT, US, revisions=[US_BASELINE], labels=dict(MANAGED))
+    world.fakes.deploy_canary(eu, CANARY)
+    world.fakes.deploy_canary(us, US_CANARY)
+    sink = monitoring_sink(world.fakes.monitoring)
+    eu_feeder = TrafficFeeder(world.clock, world.run, sink, location=EU)
+    eu_feeder.add("checkout", {BASELINE: HEALTHY, CANARY: HEALTHY})
+    us_feeder = TrafficFeeder(world.clock, world.run, sink, location=US, seed=11)
+    us_feeder.add("checkout", {US_BASELINE: HEALTHY, US_CANARY: HEALTHY})
+    settings = {"locations": (EU, US)}
+
+    def changes(resource: str, canary: str) -> list[int]:
+        return [split.get(canary, 0) for name, split in world.run.resource_traffic_changes if name == resource]
+
+    eu_feeder.start()
+    us_feeder.start()
+    try:
+        with LiveDaemon(world.settings(**settings), world.clock):
+            publisher = Publisher(world.topics.events)
+            publisher.publish_deploy(audit_replace_service("checkout", CANARY, BASELINE, world.clock.now(),
+                                                           location=EU))
+            publisher.publish_deploy(audit_replace_service("checkout", US_CANARY, US_BASELINE, world.clock.now(),
+                                                           location=US))
+            wait_until(lambda: changes(eu, CANARY) == [5] and changes(us, US_CANARY) == [5], WAIT_S,
+                       "both canaries at 5%")
+        assert world.run.annotations_of(eu)[f"{P}canary"] == CANARY
+        assert world.run.annotations_of(us)[f"{P}canary"] == US_CANARY
+        us_feeder.set_profile("checkout", US_CANARY, BROKEN)
+        with restarted(world, **settings) as live:
+            wait_until(lambda: world.run.annotations_of(us).get(f"{P}status") == "rolled-back", WAIT_S,
+                       "the American canary rolled back")
+            wait_until(lambda: world.run.annotations_of(eu).get(f"{P}status") == "completed", WAIT_S,
+                       "the European canary promoted to 100%")
+            decisions = live.decisions("checkout")
+    finally:
+        eu_feeder.stop()
+        us_feeder.stop()
+    assert changes(eu, CANARY) == [5, 25, 50, 100]
+    assert changes(us, US_CANARY) == [5, 0]
+    assert world.run.traffic_of(us) == {US_BASELINE: 100, US_CANARY: 0}
+    assert world.run.traffic_of(eu).get(CANARY) == 100
+    # Every changed split named only its own region's revisions.
+    for name, split in world.run.resource_traffic_changes:
+        assert set(split) <= ({BASELINE, CANARY} if name == eu else {US_BASELINE, US_CANARY}), (name, split)
+    rollback = next(d for d in decisions if d["action"] == "rollback")
+    assert (rollback["location"], rollback["canary"]) == (US, US_CANARY)
+    assert {d["location"] for d in decisions if d["action"] == "promote"} == {EU}

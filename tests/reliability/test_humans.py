@@ -62,7 +62,7 @@ def test_new_deploy_supersedes_the_running_rollout() -> None:
         ("promote", newer, base, 5)  # the new canary starts at phase 1 against the same baseline
     assert world.cloud.traffic_of("checkout") == {base: 95, newer: 5, canary: 0} or \
         {r: p for r, p in world.cloud.traffic_of("checkout").items() if p} == {base: 95, newer: 5}
-    assert world.engine.states["checkout"].rollout.canary == newer
+    assert world.engine.state_of("checkout").rollout.canary == newer
 
 
 def test_authorised_pause_holds_and_resume_continues() -> None:

@@ -35,7 +35,7 @@ def policy():
 
 
 def _outcome(result, service="checkout"):
-    return result.engine.states[service].rollout.status.value
+    return result.engine.state_of(service).rollout.status.value
 
 
 def _canary_share(lines, after):

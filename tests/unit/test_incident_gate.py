@@ -44,7 +44,7 @@ def test_a_project_incident_holds_new_rollouts_at_their_first_step_and_they_star
     out = eng.submit(Deploy(time=T0 + timedelta(minutes=1), service="api", revision="api-2", baseline="api-1",
                             project="p", location="l"))
     assert out.decisions[-1].action == "hold" and "blocking incident" in out.decisions[-1].reason
-    assert cloud.services["api"].annotations[f"{P}blocking-incidents"] == "inc-db"
+    assert cloud.service("api").annotations[f"{P}blocking-incidents"] == "inc-db"
     assert cloud.traffic_of("api").get("api-2", 0) == 0
     clock.advance_to(T0 + timedelta(minutes=5))
     eng.tick(T0 + timedelta(minutes=5))
@@ -53,7 +53,7 @@ def test_a_project_incident_holds_new_rollouts_at_their_first_step_and_they_star
     clock.advance_to(T0 + timedelta(minutes=7))
     eng.tick(T0 + timedelta(minutes=7))
     assert cloud.traffic_of("api")["api-2"] == 5
-    assert f"{P}blocking-incidents" not in cloud.services["api"].annotations
+    assert f"{P}blocking-incidents" not in cloud.service("api").annotations
 
 
 def test_an_incident_never_blocks_a_rollback() -> None:
@@ -62,7 +62,7 @@ def test_an_incident_never_blocks_a_rollback() -> None:
     eng.submit(p0("open", T0 + timedelta(minutes=1), policy_labels=(("priority", "P0"),)))
     eng.submit(Command(time=T0 + timedelta(minutes=2), service="api", action="abort", by=SRE))
     assert cloud.traffic_of("api").get("api-2", 0) == 0
-    assert eng.states["api"].rollout.status.value == "rolled-back"
+    assert eng.state_of("api").rollout.status.value == "rolled-back"
 
 
 def test_the_gate_survives_a_restart() -> None:

@@ -147,6 +147,7 @@ def test_incident_open_example() -> None:
         policy_name="checkout canary 5xx ratio",
         summary=json.loads(INCIDENT_OPEN)["incident"]["summary"], project="shop-prod",
         severity="critical", policy_labels=(("team", "payments"),),
+        location="europe-west1",  # the incident resource's region: `checkout` may run in two
     )
 
 

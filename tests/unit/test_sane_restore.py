@@ -68,8 +68,8 @@ def test_corrupt_annotations_on_one_service_do_not_stop_restore_for_the_others()
     eng = engine()
     eng.traffic = Traffic(views)
     assert restore(eng, eng.traffic, DecisionLog()) == 1
-    assert set(eng.states) == {"checkout"}
-    assert set(eng.quarantined) == set(CORRUPT), "each corrupt service is held, and only those"
+    assert {key.name for key in eng.states} == {"checkout"}
+    assert {key.name for key in eng.quarantined} == set(CORRUPT), "each corrupt service is held, and only those"
     assert all("rollbackd annotations" in reason for reason in eng.quarantined.values()), eng.quarantined
 
 
@@ -78,5 +78,5 @@ def test_resync_skips_corrupt_annotations() -> None:
     eng = engine()
     eng.traffic = Traffic(views)
     resync(eng, eng.traffic, DecisionLog())
-    assert set(eng.states) == {"checkout"}
-    assert set(eng.quarantined) == set(CORRUPT)
+    assert {key.name for key in eng.states} == {"checkout"}
+    assert {key.name for key in eng.quarantined} == set(CORRUPT)
