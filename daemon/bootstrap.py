@@ -282,9 +282,12 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
 
     # Wall clock for the source: its probes and reconnect backoff are network business, and a
     # running VirtualClock (tests, --speed) would turn a 15 s probe interval into a busy loop.
-    source = PubSubEventSource(pubsub_v1.SubscriberClient, settings.subscription_path, handle=dispatcher.handle,
-                               clock=SystemClock(), rng=rng, on_error=telemetry.api_error)
-    daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=[source],
+    # One source per subscription; each accepts only its own format (a forged event published on
+    # another topic is refused with a reason, docs/security.md).
+    sources = [PubSubEventSource(pubsub_v1.SubscriberClient, path, handle=dispatcher.source(name),
+                                 clock=SystemClock(), rng=rng, on_error=telemetry.api_error)
+               for name, path in settings.subscriptions.items()]
+    daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=sources,
                     before_tick=[collect], policy_reloader=reloader, stop_after=stop_after)
     health = HealthServer(settings.http_port, registry=telemetry.registry, ready=daemon.ready)
     health.start()

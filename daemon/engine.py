@@ -27,7 +27,8 @@ from daemon.core.outcome import durable_part, record_of
 from daemon.core.persist import AnnotationError, service_state_from_annotations
 from daemon.core.outcome import Step
 from daemon.core.rollout import ServiceState, Status
-from daemon.core.step import authorised, step
+from daemon.core.step import step
+from policies.principals import may_flip_kill_switch
 from daemon.telemetry import NullTelemetry
 from policies.model import Policy
 
@@ -441,7 +442,8 @@ class Engine:
     def _kill_switch(self, event: Command, out: Outputs) -> None:
         policy = self._policy()
         on = event.action == "kill-switch-on"
-        allowed = authorised(event.by, policy)
+        # IAM on one service cannot authorise a stop of every service: the principal must be listed.
+        allowed = may_flip_kill_switch(event.by, policy.commands.kill_switch_allowed)
         if allowed:
             self.actions_enabled = not on and not self.kill_switch_setting
         reason = (f"kill switch {'on: all actions stopped' if on else 'off: actions resumed'} by {event.by}"
@@ -451,6 +453,13 @@ class Engine:
                             status_before="", status_after="", canary_percent_before=0, canary_percent_after=0,
                             reason=reason + (f" ({event.reason})" if event.reason else ""),
                             trigger=f"command:{event.action}", acted=allowed)
+        if not allowed and self.notifier is not None:
+            try:
+                self.notifier.notify(Notify(service=event.service or "*", severity="WARNING",
+                                            subject=f"refused command {event.action} from {event.by or 'unknown'}",
+                                            decision=decision.to_json()))
+            except ActionError as error:
+                self.telemetry.api_error(error.api or "pubsub", error.code or type(error).__name__)
         self.journal.write(decision.to_json(), durable=True)
         self.telemetry.decision(decision.action)
         out.decisions.append(decision)

@@ -48,8 +48,12 @@ def event_to_json(event: Event) -> dict[str, Any]:
             out["policy_labels"] = dict(event.policy_labels)
         return out
     if isinstance(event, Command):
-        return {"type": "command", "time": format_rfc3339(event.time), "service": event.service,
-                "action": event.action, "by": event.by, "reason": event.reason}
+        out = {"type": "command", "time": format_rfc3339(event.time), "service": event.service,
+               "action": event.action, "by": event.by, "reason": event.reason}
+        for key in ("command_id", "project", "location"):
+            if getattr(event, key):
+                out[key] = getattr(event, key)
+        return out
     if isinstance(event, TrafficChanged):
         return {"type": "traffic-changed", "time": format_rfc3339(event.time), "service": event.service,
                 "canary_percent": event.canary_percent, "principal": event.principal, "detail": event.detail}

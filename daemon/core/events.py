@@ -101,13 +101,16 @@ class Command:
     time: datetime
     service: str
     action: str
-    by: str
+    by: str  # the verified principal of the audit entry that wrote the command annotation
     reason: str = ""
+    command_id: str = ""  # the annotation's id: what makes a redelivery a duplicate
+    project: str = ""
+    location: str = ""
 
     kind = "command"
 
     def key(self) -> tuple:
-        return ("command", self.service, self.action, self.by, self.time, self.reason)
+        return ("command", self.service, self.action, self.by, self.time, self.reason, self.command_id)
 
 
 @dataclass(frozen=True, slots=True)

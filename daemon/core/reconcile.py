@@ -20,7 +20,7 @@ from dataclasses import replace
 from daemon.core import progress
 from daemon.core.events import Resync
 from daemon.core.outcome import Builder, confirmed_record, durable_part, record_of
-from daemon.core.rollout import Rollout, ServiceState, Status
+from daemon.core.rollout import HANDLED_COMMANDS_KEPT, Rollout, ServiceState, Status
 from policies.model import Policy
 
 Result = tuple[ServiceState, Builder, str]
@@ -42,7 +42,8 @@ def on_resync(state: ServiceState, event: Resync, policy: Policy) -> Result:
                      blocking_incidents=found.blocking_incidents,
                      project=found.project or state.project, location=found.location or state.location,
                      stable_revision=found.stable_revision or state.stable_revision,
-                     unsaved=False, save_retry_at=None, confirmed=confirmed_record(found))
+                     unsaved=False, save_retry_at=None, confirmed=confirmed_record(found),
+                     handled_commands=_handled(state.handled_commands, found.handled_commands))
     local, record = state.rollout, found.rollout
     rollout = _adopt(local, record, event.origin)
     if rollout is None:
@@ -50,6 +51,12 @@ def on_resync(state: ServiceState, event: Resync, policy: Policy) -> Result:
     note = "record matches" if rollout is local else f"adopted the service's record ({event.origin})"
     rollout = _check_traffic(rollout, event, policy, out)
     return replace(merged, rollout=rollout), out, note
+
+
+def _handled(local: tuple[str, ...], recorded: tuple[str, ...]) -> tuple[str, ...]:
+    """Commands handled here or by another replica: both stay handled (the record's first)."""
+    merged = recorded + tuple(c for c in local if c not in recorded)
+    return merged[-HANDLED_COMMANDS_KEPT:]
 
 
 def _adopt(local: Rollout | None, record: Rollout | None, origin: str) -> Rollout | None:
