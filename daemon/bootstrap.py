@@ -17,6 +17,7 @@ Called by the CLI (`daemon.cli_run`, `daemon.cli`, `daemon.cli_tools`) and by te
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
@@ -127,10 +128,12 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
                             managed=lambda p, l, s: is_managed(s, cloud.get_service(p, l, s).labels),
                             default_project="rollbackd-sandbox", default_location="us-central1")
     sources: list[Any] = []
-    publish: Callable[[bytes], None] = lambda data: dispatcher.handle(data)  # in-process bus
+    # In-process bus: each message is handed in with its source, as each subscription does live.
+    publish: Callable[[bytes, str], None] = lambda data, source: dispatcher.handle(data, source=source)
     if os.environ.get("PUBSUB_EMULATOR_HOST"):
-        publish, source = _emulator_bus(dispatcher, clock, rng)
-        sources.append(source)
+        publish, sources = _emulator_bus(dispatcher, clock, rng)
+    # The simulated Cloud Run publishes the audit entry of a person's update, as the sink would.
+    cloud.audit_sink = lambda entry: publish(json.dumps(entry, sort_keys=True).encode(), "audit")
     world = SandboxWorld(services, cloud, publish, seed, world_path)
     saved = world.saved_clock()
     if journal_path and os.path.exists(journal_path):
@@ -180,29 +183,31 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
     return 0
 
 
-def _emulator_bus(dispatcher: Dispatcher, clock: Any, rng: random.Random) -> tuple[Callable[[bytes], None], Any]:
+def _emulator_bus(dispatcher: Dispatcher, clock: Any,
+                  rng: random.Random) -> tuple[Callable[[bytes, str], None], list[Any]]:
     from google.cloud import pubsub_v1
 
     from daemon.adapters.pubsub_source import PubSubEventSource, ensure_subscription
-    from daemon.sandbox import SUBSCRIPTION, TOPIC
+    from daemon.sandbox import SUBSCRIPTIONS, TOPICS
 
     publisher = pubsub_v1.PublisherClient(
         publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
     subscriber = pubsub_v1.SubscriberClient()
-    ensure_subscription(publisher, subscriber, TOPIC, SUBSCRIPTION, ordering=True)
+    for source, topic in TOPICS.items():
+        ensure_subscription(publisher, subscriber, topic, SUBSCRIPTIONS[source], ordering=True)
 
-    def publish(data: bytes) -> None:
+    def publish(data: bytes, source: str) -> None:
         import json as _json
 
         try:
             key = _json.loads(data).get("service") or _json.loads(data)["resource"]["labels"]["service_name"]
         except (ValueError, KeyError, TypeError):
             key = ""
-        publisher.publish(TOPIC, data, ordering_key=key).result(timeout=30)
+        publisher.publish(TOPICS[source], data, ordering_key=key).result(timeout=30)
 
-    source = PubSubEventSource(pubsub_v1.SubscriberClient, SUBSCRIPTION, handle=dispatcher.handle,
-                               clock=SystemClock(), rng=rng)
-    return publish, source
+    sources = [PubSubEventSource(pubsub_v1.SubscriberClient, path, handle=dispatcher.source(name),
+                                 clock=SystemClock(), rng=rng) for name, path in SUBSCRIPTIONS.items()]
+    return publish, sources
 
 
 def _summary(engine: Engine, out: TextIO) -> None:

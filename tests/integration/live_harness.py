@@ -299,6 +299,17 @@ def live_settings(fakes: Fakes, topics: Topics, journal: str | os.PathLike[str],
     return Settings.model_validate(values)
 
 
+def incident_notification(service: str, incident_id: str, state: str, at: datetime, *, project: str = PROJECT,
+                          revision: str = "", policy_name: str = "checkout 5xx") -> dict[str, Any]:
+    """A Cloud Monitoring notification (schema 1.2, gcp-formats.md §1b) for the incidents topic."""
+    epoch = int(at.timestamp())
+    return {"version": "1.2", "incident": {
+        "incident_id": incident_id, "scoping_project_id": project, "state": state, "policy_name": policy_name,
+        "started_at": epoch, "ended_at": epoch if state == "closed" else None, "summary": f"{policy_name} {state}",
+        "resource": {"type": "cloud_run_revision", "labels": {"project_id": project, "service_name": service,
+                                                              "revision_name": revision, "location": LOCATION}}}}
+
+
 # --- identity and the audit trail ----------------------------------------------------------------
 # Test-only bearer tokens the Cloud Run fake maps to principals (Google authenticates real ones).
 TOKENS = {"token-alice": "alice@example.com", "token-mallory": "mallory@evil.test",
