@@ -8,7 +8,6 @@ received) and `accepted_updates` (every UpdateService it accepted).
 """
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
