@@ -254,7 +254,8 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
         # Pub/Sub message after its decision had been acted on, so it came back again and again).
         notifier = LogNotifier(sink=lambda record: decision_log.info(
             record["message"], **{k: v for k, v in record.items() if k != "message"}))
-    error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error)
+    error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error,
+                                       log_view=settings.log_view)
     journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
     engine = build("live", policy=reloader, traffic=traffic, notifier=notifier, error_logs=error_logs,
                    journal=journal, telemetry=telemetry, clock=clock, dry_run=settings.dry_run,

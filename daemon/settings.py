@@ -43,6 +43,8 @@ class Settings(BaseModel):
                                "policy's `managed` selectors add more; KEY=disabled opts a service out).")
     principal: str = Field(description="The service account rollbackd acts as; its own audit entries are ignored.")
     metrics_mode: Literal["monitoring", "pubsub", "both"] = "monitoring"
+    log_view: str = Field("", description="Logging view error capture reads (projects/P/locations/global/"
+                          "buckets/_Default/views/V, docs/deploy.md); '' = the project's logs.")
     dry_run: bool = False
     kill_switch: bool = Field(False, description="Start with all actions stopped (decisions still logged).")
     http_port: int = Field(8080, ge=0, le=65535)
