@@ -12,6 +12,10 @@ Credentials (`gcloud auth application-default login`), or a raw access token in
 ROLLBACKD_ACCESS_TOKEN (e.g. `$(gcloud auth print-access-token)`). Google authenticates you and IAM
 decides whether you may update that service (`run.services.update`); the Admin Activity audit entry
 of the update names you, and that is the only identity the daemon believes (docs/security.md).
+The service holds one command at a time: if the one on it has not been handled yet (its id is not in
+`rollbackd.dev/commands-handled`) and is recent, `ctl` waits for the daemon (up to `--wait`, wall
+time) before replacing it, and says so if it replaces it anyway (the daemon then journals the old one
+as "not on the service").
 Whether the command is obeyed is the daemon's decision: the policy's `commands.authorized_principals`
 (and, for the kill switch, `kill_switch_principals`); the outcome is in its decision log.
 
@@ -27,15 +31,20 @@ one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 import uuid
+from datetime import datetime, timedelta
 from typing import IO, Any, Callable, Mapping, NoReturn, Sequence
 
 from daemon.clock import SystemClock
 from daemon.core.command_annotation import COMMAND_ANNOTATION, MAX_REASON_CHARS, encode
+from daemon.core.commands import ANNOTATION_PREFIX
+from daemon.core.timefmt import parse_rfc3339
 from daemon.core.events import COMMAND_ACTIONS
+from daemon.core.redact import redact
 from daemon.ports import Clock
 
 EXIT_ERROR = 2
@@ -44,6 +53,9 @@ SERVICE_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,47}[a-z0-9])?$")
 PROJECT_ID = re.compile(r"^[a-z][-a-z0-9.:]{3,60}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 CONFLICT_RETRIES = 3
+HANDLED_ANNOTATION = f"{ANNOTATION_PREFIX}commands-handled"
+# An unhandled command older than this is past the default commands.max_command_age: not waited for.
+PENDING_FOR = timedelta(minutes=15)
 
 
 class CtlError(Exception):
@@ -76,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="daemon config file to read project, locations and run_endpoint from")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="how long to wait for Cloud Run to accept the command (default 60)")
+    parser.add_argument("--wait", type=float, default=20.0, metavar="SECONDS",
+                        help="how long to wait for an earlier command on the service to be handled (default 20)")
 
 
 def register(subparsers: Any) -> None:
@@ -113,12 +127,16 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping[str,
         project, region, endpoint = resolve_target(args.project, args.region, args.config, env)
         name = f"projects/{project}/locations/{region}/services/{args.service}"
         command_id = str(uuid.uuid4())
-        value = encode(command_id, args.action, args.reason.strip(), (clock or SystemClock()).now())
-        write_command(name, value, env, endpoint=endpoint, timeout_s=args.timeout,
-                      services_factory=services_factory)
+        # The annotation is public to anyone who can read the service: no credential goes into it.
+        value = encode(command_id, args.action, redact(args.reason.strip()), (clock or SystemClock()).now())
+        replaced = write_command(name, value, env, endpoint=endpoint, timeout_s=args.timeout,
+                                 services_factory=services_factory, wait_s=args.wait, now=(clock or SystemClock()).now())
     except CtlError as error:
         err.write(f"rollbackd: {error}\n")
         return EXIT_ERROR
+    if replaced:
+        err.write(f"rollbackd: ctl: warning: replaced command {replaced}, which rollbackd had not handled "
+                  f"after {args.wait:g}s (is it running?)\n")
     out.write(f"wrote {args.action} on {name} (command {command_id}); the daemon's decision log says "
               "whether it was obeyed\n")
     return 0
@@ -199,10 +217,26 @@ def read_config_keys(path: str) -> dict[str, str]:
     return keys
 
 
+def pending_command(annotations: Mapping[str, str], now: datetime) -> str:
+    """The id of a recent command on the service that rollbackd has not handled yet, or ''."""
+    from daemon.core.command_annotation import command_id_on
+
+    command_id = command_id_on(annotations)
+    if not command_id or command_id in annotations.get(HANDLED_ANNOTATION, "").split(","):
+        return ""
+    try:
+        issued = parse_rfc3339(json.loads(annotations[COMMAND_ANNOTATION]).get("issued", ""))
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    return command_id if timedelta(0) <= now - issued <= PENDING_FOR else ""
+
+
 def write_command(name: str, value: str, env: Mapping[str, str], *, endpoint: str, timeout_s: float,
-                  services_factory: Callable[[Mapping[str, str], str], Any] | None = None) -> None:
+                  services_factory: Callable[[Mapping[str, str], str], Any] | None = None,
+                  wait_s: float = 0.0, now: datetime | None = None) -> str:
     """Read the service, add the command annotation, write it back etag-guarded (a conflict is read
-    again, a few times); errors become CtlError."""
+    again, a few times); errors become CtlError. Returns the id of an unhandled command it replaced
+    after waiting `wait_s` (wall time) for the daemon, or ''."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
     from google.cloud import run_v2
@@ -212,8 +246,18 @@ def write_command(name: str, value: str, env: Mapping[str, str], *, endpoint: st
 
     try:
         client, metadata = (services_factory or make_services)(env, endpoint)
+        # Wall time: waiting for the daemon is network business, whatever clock stamps the command.
+        wall = SystemClock()
+        deadline = wall.monotonic() + wait_s
+        replaced = ""
         for attempt in range(CONFLICT_RETRIES):
             service = client.get_service(name=name, timeout=timeout_s, metadata=metadata)
+            pending = pending_command(service.annotations, now) if now is not None else ""
+            while pending and wall.monotonic() < deadline:
+                wall.sleep_until(wall.now() + timedelta(seconds=0.5))
+                service = client.get_service(name=name, timeout=timeout_s, metadata=metadata)
+                pending = pending_command(service.annotations, now) if now is not None else ""
+            replaced = pending
             annotations = dict(service.annotations)
             annotations[COMMAND_ANNOTATION] = value
             service.annotations = annotations
@@ -221,7 +265,7 @@ def write_command(name: str, value: str, env: Mapping[str, str], *, endpoint: st
                                                   update_mask=field_mask_pb2.FieldMask(paths=["annotations"]))
             try:
                 client.update_service(request=request, timeout=timeout_s, metadata=metadata).result(timeout=timeout_s)
-                return
+                return replaced
             except gexc.Aborted:
                 if attempt + 1 == CONFLICT_RETRIES:
                     raise
@@ -242,6 +286,7 @@ def write_command(name: str, value: str, env: Mapping[str, str], *, endpoint: st
     except Exception as error:  # noqa: BLE001 - one line, never a traceback
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise CtlError(f"ctl: writing the command on {name} failed: {code_of(error)}: {first}") from None
+    raise CtlError(f"ctl: {name} kept changing while writing the command; try again")
 
 
 def make_services(env: Mapping[str, str], endpoint: str) -> tuple[Any, tuple[tuple[str, str], ...]]:

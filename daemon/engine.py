@@ -440,6 +440,9 @@ class Engine:
             self.telemetry.api_error(error.api or "pubsub", error.code or type(error).__name__)
 
     def _kill_switch(self, event: Command, out: Outputs) -> None:
+        written_on = self.states.get(event.service)
+        if event.command_id and written_on is not None and event.command_id in written_on.handled_commands:
+            return  # a redelivery, or another replica's: already decided
         policy = self._policy()
         on = event.action == "kill-switch-on"
         # IAM on one service cannot authorise a stop of every service: the principal must be listed.
@@ -466,14 +469,20 @@ class Engine:
         if self.on_decision is not None:
             self.on_decision(decision)
         if allowed:
-            self._fan_out_globals(event.time, out, by=event.by)
+            self._fan_out_globals(event.time, out, by=event.by, command=(event.service, event.command_id))
+        elif event.command_id and written_on is not None:  # refused: recorded as handled all the same
+            self._fan_out_globals(event.time, out, by=event.by, command=(event.service, event.command_id),
+                                  only=event.service)
 
-    def _fan_out_globals(self, at: datetime, out: Outputs, *, by: str = "") -> None:
-        """Record the daemon-wide switches on every service rollbackd knows, so a restart or another
-        replica keeps them (each service's record is saved by the core, like any state change)."""
-        for name in sorted(self.states):
+    def _fan_out_globals(self, at: datetime, out: Outputs, *, by: str = "", command: tuple[str, str] = ("", ""),
+                         only: str | None = None) -> None:
+        """Record the daemon-wide switches on every service rollbackd knows (or `only` one), so a
+        restart or another replica keeps them (each service's record is saved by the core, like any
+        state change). `command`: (service, id) of the kill-switch command written on that service."""
+        for name in sorted(self.states) if only is None else [only]:
             pending: deque[Event] = deque([GlobalState(time=at, service=name, kill_switch=not self.actions_enabled,
-                                                       blocking_incidents=frozenset(self.blocking), by=by)])
+                                                       blocking_incidents=frozenset(self.blocking), by=by,
+                                                       command_id=command[1] if name == command[0] else "")])
             while pending:
                 self._handle(pending.popleft(), out, pending)
 

@@ -201,11 +201,13 @@ class GlobalState:
     kill_switch: bool
     blocking_incidents: frozenset[str] = frozenset()
     by: str = ""
+    command_id: str = ""  # the kill-switch command written on this service: recorded as handled
 
     kind = "global-state"
 
     def key(self) -> tuple:
-        return ("global-state", self.service, self.time, self.kill_switch, tuple(sorted(self.blocking_incidents)))
+        return ("global-state", self.service, self.time, self.kill_switch, tuple(sorted(self.blocking_incidents)),
+                self.command_id)
 
 
 @dataclass(frozen=True, slots=True)

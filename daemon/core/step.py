@@ -66,9 +66,10 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
         if isinstance(event, ActionApplied):
             return _from(state, results.on_applied(state, event, policy), policy)
         if isinstance(event, GlobalState):
-            return _finish_step(state, replace(state, kill_switch=event.kill_switch,
-                                               blocking_incidents=event.blocking_incidents),
-                                Builder(switches=True), policy)
+            after = replace(state, kill_switch=event.kill_switch, blocking_incidents=event.blocking_incidents)
+            if event.command_id:
+                after = after.with_handled(event.command_id)
+            return _finish_step(state, after, Builder(switches=True), policy)
         if isinstance(event, Metrics):
             return _on_metrics(state, event, policy, present, actions_enabled)
         if isinstance(event, Tick):

@@ -313,7 +313,8 @@ def incident_notification(service: str, incident_id: str, state: str, at: dateti
 # --- identity and the audit trail ----------------------------------------------------------------
 # Test-only bearer tokens the Cloud Run fake maps to principals (Google authenticates real ones).
 TOKENS = {"token-alice": "alice@example.com", "token-mallory": "mallory@evil.test",
-          "token-bob": "bob@example.com",
+          "token-bob": "bob@example.com", "token-sre": "sre@example.com",
+          "token-mallory-example": "mallory@evil.example",
           "token-tricky": "mallory@evil.example (x)@olympuscloud.ai"}
 
 
