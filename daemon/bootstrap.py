@@ -97,7 +97,10 @@ def _printer(out: TextIO, as_json: bool) -> Callable[[Any], None]:
 
 def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: bool, metrics_port: int | None,
                 policy_path: str | None, keep_running: bool, seed: int, out: TextIO = sys.stdout,
-                err: TextIO = sys.stderr, install_signals: bool = True) -> int:
+                err: TextIO = sys.stderr, install_signals: bool = True,
+                commands: list[tuple[float, str, str, str]] | None = None) -> int:
+    """`commands`: (minute after the start, action, service, principal), written as command
+    annotations on the simulated Cloud Run at that minute, as `rollbackd ctl` does in production."""
     from daemon.sandbox import DEFAULT_START, SandboxErrorLogs, SandboxWorld, load_services
     from simulations.replay import recover_engine
     from simulations.sandbox_cloud import SimulatedCloudRun
@@ -134,7 +137,7 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
         publish, sources = _emulator_bus(dispatcher, clock, rng)
     # The simulated Cloud Run publishes the audit entry of a person's update, as the sink would.
     cloud.audit_sink = lambda entry: publish(json.dumps(entry, sort_keys=True).encode(), "audit")
-    world = SandboxWorld(services, cloud, publish, seed, world_path)
+    world = SandboxWorld(services, cloud, publish, seed, world_path, commands=commands or [])
     saved = world.saved_clock()
     if journal_path and os.path.exists(journal_path):
         count, _ = recover_engine(engine, read_lines(journal_path))

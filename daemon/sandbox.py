@@ -165,13 +165,18 @@ class SandboxWorld:
     metrics that follow the traffic split the daemon has actually set."""
 
     def __init__(self, services: list[SandboxService], cloud: SimulatedCloudRun, publish: Callable[[bytes, str], None],
-                 seed: int, state_path: str | None) -> None:
+                 seed: int, state_path: str | None, commands: list[tuple[float, str, str, str]] | None = None) -> None:
         self.services = {s.service: s for s in services}
         self.cloud = cloud
         self.publish = publish
         self.seed = seed
         self.state_path = state_path
+        # (minute after DEFAULT_START, action, service, principal), in time order: `rollbackd ctl` runs.
+        self.commands = sorted(commands or [])
         self._load()
+        saved = self.saved_clock()
+        if saved is not None:  # a restart: the commands of the minutes already simulated were written
+            self.commands = [c for c in self.commands if DEFAULT_START + timedelta(minutes=c[0]) > saved]
         for s in services:
             if not s.deployed:
                 self.cloud.ensure_service(s.service, project=SANDBOX_PROJECT, location=SANDBOX_LOCATION)
@@ -185,6 +190,10 @@ class SandboxWorld:
         return np.random.default_rng([self.seed, int(at.timestamp()) // 60, index])
 
     def minute(self, at: datetime) -> None:
+        while self.commands and at >= DEFAULT_START + timedelta(minutes=self.commands[0][0]):
+            _, action, service, principal = self.commands.pop(0)
+            if service in self.cloud.services:
+                self.command(service, action, "sandbox --command", at, principal=principal)
         for index, s in enumerate(self.services.values()):
             if not s.deployed and at >= s.deploy_at:
                 known = self.cloud.services.get(s.service)

@@ -171,3 +171,23 @@ def test_state_dir_restart_after_sigkill_continues(uninterrupted, tmp_path: Path
                 if r.get("type") == "decision" and r["service"] == service]
     for service in EXPECTED:
         assert steps(journal(state), service) == steps(journal(whole_state), service)
+
+
+def test_sandbox_commands_take_the_production_path() -> None:
+    """`--command` is what `rollbackd ctl` does live: the annotation written on the simulated Cloud
+    Run as a principal, its audit entry parsed, read back and authorised by the daemon's own code."""
+    done = run_cli(["run", "--sandbox", "--speed", SPEED, "--json", "--command", "3:pause:checkout",
+                    "--command", "30:resume:checkout", "--command", "4:abort:payments:mallory@evil.example"],
+                   timeout_s=120)
+    assert done.returncode == 0, done.stderr
+    records = decisions(done.stdout)
+    reasons = {(r["service"], r["action"]): r["reason"] for r in records if r.get("type") == "decision"}
+    assert reasons[("checkout", "hold")] == "paused by sre@olympuscloud.ai (sandbox --command)"
+    assert reasons[("checkout", "resume")].startswith("resumed by sre@olympuscloud.ai")
+    assert "refused 'abort' from mallory@evil.example" in reasons[("payments", "refuse")]
+    assert outcomes(records) == EXPECTED
+
+
+def test_a_malformed_sandbox_command_is_one_line() -> None:
+    done = run_cli(["run", "--sandbox", "--command", "soon:pause:checkout"], timeout_s=60)
+    assert done.returncode == 2 and "MINUTE:ACTION:SERVICE" in done.stderr and "Traceback" not in done.stderr
