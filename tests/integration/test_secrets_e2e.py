@@ -37,8 +37,9 @@ from daemon.cli import main as cli_main
 from daemon.core.commands import ANNOTATION_PREFIX as P
 from daemon.live import LiveClients, print_status
 from tests.fakes.monitoring import REQUEST_COUNT
-from tests.integration.live_harness import (MANAGED, START, Fakes, LiveDaemon, Publisher, RevisionProfile,
-                                            SharedClock, Topics, TrafficFeeder, audit_replace_service,
+from tests.integration.live_harness import (MANAGED, START, TOKENS, Fakes, LiveDaemon, Publisher, RevisionProfile,
+                                            SharedClock, Topics, TrafficFeeder, audit_replace_service, connect_audit_sink,
+                                            ctl_as,
                                             journal_records, live_settings, monitoring_sink, wait_until)
 
 pytestmark = pytest.mark.integration

@@ -27,8 +27,21 @@ def annotations(world: World, service: str = "checkout") -> dict[str, str]:
 
 
 def restarted(world: World, **overrides: Any) -> LiveDaemon:
-    """A new daemon process's worth of state: a fresh engine, restored from the annotations."""
-    return LiveDaemon(world.settings(**overrides), world.clock)
+    """A new daemon process's worth of state: a fresh engine, restored from the annotations. It reads
+    fresh subscriptions on the same topics: the emulator (0.8.20) keeps leasing messages to the
+    stopped daemon's stream until their ack deadline (60 s), which real Pub/Sub does not (see
+    story_trials.run_trial); nothing is published while it is down, so nothing is missed."""
+    from tests.reliability.story_trials import fresh_subscription
+
+    global _incarnation
+    _incarnation += 1
+    audit = fresh_subscription(world.topics, _incarnation)
+    return LiveDaemon(world.settings(audit_subscription=audit,
+                                     incidents_subscription=f"{world.topics.incidents_subscription}-{_incarnation}",
+                                     **overrides), world.clock)
+
+
+_incarnation = 0
 
 
 # --- 1. pause, hold, halt and the kill switch survive a restart -----------------------------------
