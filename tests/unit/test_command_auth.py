@@ -206,3 +206,28 @@ def test_a_command_older_than_max_age_is_still_parsed_but_has_an_issue_time() ->
     entry = audit_command()
     [command] = parse_message(json.dumps(entry).encode(), None, now=NOW + timedelta(hours=1), source="audit")
     assert command.time == NOW
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+                     max_leaves=20)
+
+
+@given(st.sampled_from(["audit", "incidents", "metrics"]), _json,
+       st.sampled_from(["protoPayload", "incident", "type", "version"]))
+def test_no_input_on_any_subscription_raises_or_yields_a_foreign_event(source: str, body: Any, key: str) -> None:
+    message = {key: body} if not isinstance(body, dict) else {**body, key: body.get(key, body)}
+    result = parse_message(json.dumps(message).encode(), None, now=NOW, source=source)
+    if isinstance(result, list):
+        kinds = {event.kind for event in result}
+        allowed = {"audit": {"deploy", "traffic-changed", "command"}, "incidents": {"alert"},
+                   "metrics": {"metrics"}}[source]
+        assert kinds <= allowed, (source, kinds)
+
+
+@given(st.text(max_size=300))
+def test_a_command_annotation_of_any_text_is_a_command_or_a_reason(text: str) -> None:
+    entry = audit_command()
+    entry["protoPayload"]["request"]["service"]["annotations"][COMMAND_ANNOTATION] = text
+    result = parse(entry, "audit")
+    assert isinstance(result, Rejected) or all(isinstance(e, Command) for e in result)
