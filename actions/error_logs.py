@@ -93,8 +93,11 @@ class CloudLoggingErrorLogs:
 
     def __init__(self, logging_client: Any, *, clock: Clock, rng: random.Random, top_n: int = 10,
                  call_timeout_s: float = 20.0, retry_budget_s: float = 5.0, max_attempts: int = 2,
-                 on_error: ErrorHook | None = None) -> None:
+                 on_error: ErrorHook | None = None, log_view: str = "") -> None:
         self._client = logging_client
+        # A log view (projects/P/locations/L/buckets/B/views/V) limits what rollbackd may read to
+        # Cloud Run's error lines (docs/deploy.md); '' reads the project's logs.
+        self.log_view = log_view
         self._clock = clock
         self._rng = rng
         self.top_n = top_n
@@ -113,7 +116,7 @@ class CloudLoggingErrorLogs:
         limit = max(0, int(command.limit))
         if limit == 0:
             return CapturedLogs(revision=command.revision, total=0)
-        request = {"resource_names": [f"projects/{command.project}"], "filter": self.query(command),
+        request = {"resource_names": [self.log_view or f"projects/{command.project}"], "filter": self.query(command),
                    "order_by": "timestamp desc", "page_size": min(limit, 1000)}
 
         def fetch() -> list[str]:

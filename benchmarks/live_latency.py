@@ -95,9 +95,9 @@ def run(services: int, events: int) -> dict[str, Any]:
                           encoding="utf-8")
         settings = live_settings(fakes, topics, Path(tmp) / "journal.jsonl", metrics_mode="pubsub", policy=str(policy),
                                  tick_interval=600, notify_topic="")
-        publisher = Publisher(topics.events)
+        publisher = Publisher(topics.events, metrics_topic=topics.metrics)
         with LiveDaemon(settings, clock) as live:
-            source = live.daemon.sources[0]
+            source = live.daemon.sources[-1]  # the metrics subscription (audit, incidents, metrics)
             wait_until(lambda: source.ready, 30, "the subscription")
             deployed_at = clock.now()
             for name in names + steady:
@@ -143,15 +143,17 @@ def run(services: int, events: int) -> dict[str, Any]:
         # A fresh subscription: the emulator (0.8.20) keeps a stopped client's StreamingPull
         # registered and leases it messages until their ack deadline, which real Pub/Sub does not.
         backlog_topics = Topics.create("bench-drain")
-        settings = settings.model_copy(update={"subscription": backlog_topics.subscription})
-        publisher = Publisher(backlog_topics.events)
+        settings = settings.model_copy(update={"audit_subscription": backlog_topics.subscription,
+                                               "incidents_subscription": backlog_topics.incidents_subscription,
+                                               "metrics_subscription": backlog_topics.metrics_subscription})
+        publisher = Publisher(backlog_topics.events, metrics_topic=backlog_topics.metrics)
         backlog = steady_minutes(steady, slot + timedelta(minutes=events // (2 * len(steady)) + 1), events, rng)
         futures = [publisher.publish_metrics(m, wait=False) for m in backlog]
         for future in futures:
             future.result(timeout=120)
         started = time.perf_counter()
         with LiveDaemon(settings, clock) as again:
-            source = again.daemon.sources[0]
+            source = again.daemon.sources[-1]  # the metrics subscription
             wait_until(lambda: source.stats.acked >= events, 600, "the backlog drained", interval_s=0.01)
             done = time.perf_counter()
             evaluations = sum(1 for r in again.engine.states.values() if r.rollout and r.rollout.status.active)

@@ -146,7 +146,7 @@ class CycleWorld:
         self.cloud.deploy(name, revision, baseline=baseline)
         self.canary[name] = revision
         self.bad[revision] = self.choice.random() < self.bad_share
-        self._send(audit_deploy_entry(name, revision, baseline, at))
+        self._send(audit_deploy_entry(name, revision, baseline, at), "audit")
         self.deploys += 1
 
     def _metrics(self, name: str, revision: str, percent: int, at: datetime) -> None:
@@ -156,11 +156,12 @@ class CycleWorld:
         m = Metrics(time=at, service=name, revision=revision, interval_s=60, requests_by_class=classes,
                     latency=latency(n, 100.0, self.rng) if n else None, memory_utilization=0.4,
                     cpu_utilization=0.3, instance_count=2, project=SANDBOX_PROJECT, location=SANDBOX_LOCATION)
-        self._send(event_to_json(m))
+        self._send(event_to_json(m), "metrics")
 
-    def _send(self, body: dict[str, Any]) -> None:
+    def _send(self, body: dict[str, Any], source: str) -> None:
         self.messages += 1
-        self.dispatcher.handle(json.dumps(body, sort_keys=True).encode(), message_id=str(self.messages))
+        self.dispatcher.handle(json.dumps(body, sort_keys=True).encode(), message_id=str(self.messages),
+                               source=source)
 
     def _trim_fake(self) -> None:
         # The simulated Cloud Run's request log and revision list are test aids (Cloud Run keeps at

@@ -153,7 +153,7 @@ def run(cfg: SoakConfig, progress: Any = None) -> dict[str, Any]:
         config = write_config(settings, Path(tmp) / "rollbackd.yaml")
         clock = SharedClock(START, cfg.speed)
         process = LiveProcess(config, Path(tmp) / "daemon.log", clock=clock).start()
-        publisher = Publisher(topics.events)
+        publisher = Publisher(topics.events, metrics_topic=topics.metrics)
         feeder = SoakFeeder(clock, fakes, publisher, names, ramp_minutes=cfg.phase_minutes, rps=cfg.rps,
                             ordered=cfg.ordered)
         tail, obs = JournalTail(journal), Observations()

@@ -71,12 +71,15 @@ class SoakFeeder(TrafficFeeder):
 
     def _send(self, messages: list[tuple[str, Any]]) -> None:
         """Publish (kind, PubsubMessage) pairs in order, `BATCH` per call; count what the server took."""
+        # Each source on its own topic: deploys (audit entries) to the audit topic, metrics to theirs.
         for start in range(0, len(messages), self.BATCH):
             batch = messages[start:start + self.BATCH]
             self.submitted += len(batch)
             try:
-                self.publisher.client.api.publish(topic=self.publisher.topic, messages=[m for _, m in batch],
-                                                  timeout=60)
+                for topic in (self.publisher.topic, self.publisher.metrics_topic):
+                    part = [m for kind, m in batch if (kind == "metrics") == (topic == self.publisher.metrics_topic)]
+                    if part:
+                        self.publisher.client.api.publish(topic=topic, messages=part, timeout=60)
             except Exception as error:  # noqa: BLE001 - counted and reported; the soak goes on
                 self.failed += len(batch)
                 self.publish_errors.append(f"{type(error).__name__}: {str(error)[:200]}")

@@ -17,6 +17,7 @@ Called by the CLI (`daemon.cli_run`, `daemon.cli`, `daemon.cli_tools`) and by te
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
@@ -97,7 +98,10 @@ def _printer(out: TextIO, as_json: bool) -> Callable[[Any], None]:
 
 def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: bool, metrics_port: int | None,
                 policy_path: str | None, keep_running: bool, seed: int, out: TextIO = sys.stdout,
-                err: TextIO = sys.stderr, install_signals: bool = True) -> int:
+                err: TextIO = sys.stderr, install_signals: bool = True,
+                commands: list[tuple[float, str, str, str]] | None = None) -> int:
+    """`commands`: (minute after the start, action, service, principal), written as command
+    annotations on the simulated Cloud Run at that minute, as `rollbackd ctl` does in production."""
     from daemon.sandbox import (DEFAULT_START, SANDBOX_LOCATION, SANDBOX_PROJECT, SandboxErrorLogs, SandboxWorld,
                                 load_services)
     from simulations.replay import recover_engine
@@ -130,11 +134,13 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
                             managed=lambda p, l, s: is_managed(s, cloud.get_service(p, l, s).labels),
                             default_project=SANDBOX_PROJECT, default_location=SANDBOX_LOCATION)
     sources: list[Any] = []
-    publish: Callable[[bytes], None] = lambda data: dispatcher.handle(data)  # in-process bus
+    # In-process bus: each message is handed in with its source, as each subscription does live.
+    publish: Callable[[bytes, str], None] = lambda data, source: dispatcher.handle(data, source=source)
     if os.environ.get("PUBSUB_EMULATOR_HOST"):
-        publish, source = _emulator_bus(dispatcher, clock, rng)
-        sources.append(source)
-    world = SandboxWorld(services, cloud, publish, seed, world_path)
+        publish, sources = _emulator_bus(dispatcher, clock, rng)
+    # The simulated Cloud Run publishes the audit entry of a person's update, as the sink would.
+    cloud.audit_sink = lambda entry: publish(json.dumps(entry, sort_keys=True).encode(), "audit")
+    world = SandboxWorld(services, cloud, publish, seed, world_path, commands=commands or [])
     saved = world.saved_clock()
     if journal_path and os.path.exists(journal_path):
         count, _ = recover_engine(engine, read_lines(journal_path))
@@ -183,29 +189,31 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
     return 0
 
 
-def _emulator_bus(dispatcher: Dispatcher, clock: Any, rng: random.Random) -> tuple[Callable[[bytes], None], Any]:
+def _emulator_bus(dispatcher: Dispatcher, clock: Any,
+                  rng: random.Random) -> tuple[Callable[[bytes, str], None], list[Any]]:
     from google.cloud import pubsub_v1
 
     from daemon.adapters.pubsub_source import PubSubEventSource, ensure_subscription
-    from daemon.sandbox import SUBSCRIPTION, TOPIC
+    from daemon.sandbox import SUBSCRIPTIONS, TOPICS
 
     publisher = pubsub_v1.PublisherClient(
         publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
     subscriber = pubsub_v1.SubscriberClient()
-    ensure_subscription(publisher, subscriber, TOPIC, SUBSCRIPTION, ordering=True)
+    for source, topic in TOPICS.items():
+        ensure_subscription(publisher, subscriber, topic, SUBSCRIPTIONS[source], ordering=True)
 
-    def publish(data: bytes) -> None:
+    def publish(data: bytes, source: str) -> None:
         import json as _json
 
         try:
             key = _json.loads(data).get("service") or _json.loads(data)["resource"]["labels"]["service_name"]
         except (ValueError, KeyError, TypeError):
             key = ""
-        publisher.publish(TOPIC, data, ordering_key=key).result(timeout=30)
+        publisher.publish(TOPICS[source], data, ordering_key=key).result(timeout=30)
 
-    source = PubSubEventSource(pubsub_v1.SubscriberClient, SUBSCRIPTION, handle=dispatcher.handle,
-                               clock=SystemClock(), rng=rng)
-    return publish, source
+    sources = [PubSubEventSource(pubsub_v1.SubscriberClient, path, handle=dispatcher.source(name),
+                                 clock=SystemClock(), rng=rng) for name, path in SUBSCRIPTIONS.items()]
+    return publish, sources
 
 
 def _summary(engine: Engine, out: TextIO) -> None:
@@ -254,7 +262,8 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
         # Pub/Sub message after its decision had been acted on, so it came back again and again).
         notifier = LogNotifier(sink=lambda record: decision_log.info(
             record["message"], **{k: v for k, v in record.items() if k != "message"}))
-    error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error)
+    error_logs = CloudLoggingErrorLogs(clients.logging, clock=clock, rng=rng, on_error=telemetry.api_error,
+                                       log_view=settings.log_view)
     journal = FileJournal(settings.journal, max_bytes=settings.journal_max_mb * 1024 * 1024)
     # One location managed: an event that does not name one (a command from an older ctl) is there.
     only_location = settings.locations[0] if len(settings.locations) == 1 else ""
@@ -289,9 +298,12 @@ def run_live(settings: Settings, *, clients: LiveClients | None = None, stop_aft
 
     # Wall clock for the source: its probes and reconnect backoff are network business, and a
     # running VirtualClock (tests, --speed) would turn a 15 s probe interval into a busy loop.
-    source = PubSubEventSource(pubsub_v1.SubscriberClient, settings.subscription_path, handle=dispatcher.handle,
-                               clock=SystemClock(), rng=rng, on_error=telemetry.api_error)
-    daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=[source],
+    # One source per subscription; each accepts only its own format (a forged event published on
+    # another topic is refused with a reason, docs/security.md).
+    sources = [PubSubEventSource(pubsub_v1.SubscriberClient, path, handle=dispatcher.source(name),
+                                 clock=SystemClock(), rng=rng, on_error=telemetry.api_error)
+               for name, path in settings.subscriptions.items()]
+    daemon = Daemon(engine=engine, clock=clock, tick_interval_s=settings.tick_interval, sources=sources,
                     before_tick=[collect], policy_reloader=reloader, stop_after=stop_after)
     health = HealthServer(settings.http_port, registry=telemetry.registry, ready=daemon.ready)
     health.start()

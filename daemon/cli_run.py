@@ -20,6 +20,10 @@ def register(sub: Any) -> None:
     run.add_argument("--dry-run", action="store_true", help="decide and log, never act")
     run.add_argument("--keep-running", action="store_true", help="sandbox: keep going after every rollout ends")
     run.add_argument("--seed", type=int, default=7, help="sandbox: random seed of the traffic simulator")
+    run.add_argument("--command", action="append", default=[], metavar="MINUTE:ACTION:SERVICE[:PRINCIPAL]",
+                     help="sandbox: what `rollbackd ctl ACTION SERVICE` does in production, at MINUTE after the "
+                          "start: the command annotation written on the simulated service as PRINCIPAL (default "
+                          "sre@olympuscloud.ai), whose audit entry the daemon reads; repeatable")
     run.set_defaults(handler=cmd_run)
 
     status = sub.add_parser("status", help="managed services: phase, canary, baseline, split, last decision")
@@ -38,6 +42,22 @@ def register(sub: Any) -> None:
     register_ctl(sub)
 
 
+def _sandbox_command(text: str) -> tuple[float, str, str, str]:
+    from daemon.cli import CliError
+    from daemon.core.events import COMMAND_ACTIONS
+    from daemon.sandbox import SANDBOX_OPERATOR
+
+    parts = text.split(":")
+    try:
+        minute = float(parts[0])
+    except ValueError:
+        minute = -1.0
+    if len(parts) not in (3, 4) or minute < 0 or parts[1] not in COMMAND_ACTIONS or not parts[2]:
+        raise CliError(f"--command {text!r}: expected MINUTE:ACTION:SERVICE[:PRINCIPAL], ACTION one of "
+                       f"{', '.join(COMMAND_ACTIONS)}")
+    return minute, parts[1], parts[2], parts[3] if len(parts) == 4 else SANDBOX_OPERATOR
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.cli import CliError
 
@@ -49,7 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             return run_sandbox(scenario=args.scenario, speed=args.speed, state_dir=args.state_dir,
                                as_json=args.json, metrics_port=args.metrics_port, policy_path=args.policy,
-                               keep_running=args.keep_running, seed=args.seed)
+                               keep_running=args.keep_running, seed=args.seed,
+                               commands=[_sandbox_command(text) for text in args.command])
         except PolicyError as error:
             raise CliError(f"invalid policy: {error}")
         except ValueError as error:  # unknown scenario, invalid scenario file

@@ -1,44 +1,61 @@
-"""`rollbackd ctl`: tell the running daemons to pause, resume, abort or promote a rollout, or to flip
-the global kill switch, by publishing a native `command` event to the events topic.
+"""`rollbackd ctl`: ask the running daemons to pause, resume, abort or promote a rollout, or to flip
+the global kill switch, by writing a command annotation on the Cloud Run service itself.
 
-    rollbackd ctl pause checkout --reason "investigating INC-123"
-    rollbackd ctl kill-switch-on '*' --reason "freeze" --by alice@example.com
+    rollbackd ctl pause checkout --region us-central1 --reason "investigating INC-123"
+    rollbackd ctl kill-switch-on checkout --region us-central1 --reason "freeze"
 
-The event goes through the same subscription as every other event, with ordering key = the service,
-so it is ordered after that service's earlier events and every replica sees it exactly like a
-deploy or a metric. Whether the command is obeyed is the daemon's decision (the policy's
-`commands.authorized_principals`); `ctl` only publishes. `--by` is who asks, from the flag,
-ROLLBACKD_PRINCIPAL or the active gcloud account.
+`ctl` reads the service (GetService), adds `rollbackd.dev/command` = {"id", "action", "reason",
+"issued"} to its annotations, and writes it back with UpdateService (annotations only, the etag it
+read, so a concurrent change is never overwritten: a conflict is read again and retried). No new
+revision is made and traffic is untouched. It runs as YOU: the caller's Application Default
+Credentials (`gcloud auth application-default login`), or a raw access token in
+ROLLBACKD_ACCESS_TOKEN (e.g. `$(gcloud auth print-access-token)`). Google authenticates you and IAM
+decides whether you may update that service (`run.services.update`); the Admin Activity audit entry
+of the update names you, and that is the only identity the daemon believes (docs/security.md).
+The service holds one command at a time: if the one on it has not been handled yet (its id is not in
+`rollbackd.dev/commands-handled`) and is recent, `ctl` waits for the daemon (up to `--wait`, wall
+time) before replacing it, and says so if it replaces it anyway (the daemon then journals the old one
+as "not on the service").
+Whether the command is obeyed is the daemon's decision: the policy's `commands.authorized_principals`
+(and, for the kill switch, `kill_switch_principals`); the outcome is in its decision log.
 
-Where the topic comes from, first found wins: `--topic`/`--project`, ROLLBACKD_EVENTS_TOPIC /
-ROLLBACKD_PROJECT, then the keys `events_topic` and `project` of `--config FILE` (or
-ROLLBACKD_CONFIG). A topic may be a full `projects/P/topics/T` path or a short name.
+The project comes from `--project`, ROLLBACKD_PROJECT, or the `project` key of `--config FILE` (or
+ROLLBACKD_CONFIG); the region from `--region`, or the config's `locations` when it names exactly one.
+ROLLBACKD_RUN_ENDPOINT or the config's `run_endpoint` (host:port, plain-text gRPC) is for tests and
+private endpoints only.
 
 `daemon.cli` hooks `register()` in; `ctl_main()` is the same command for tests and scripts. Google
-client libraries are imported only when publishing, so `rollbackd --help` stays fast. Every error
-is one line and exit 2.
+client libraries are imported only when writing, so `rollbackd --help` stays fast. Every error is
+one line and exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
-import shutil
-import subprocess
 import sys
+import uuid
+from datetime import datetime, timedelta
 from typing import IO, Any, Callable, Mapping, NoReturn, Sequence
 
 from daemon.clock import SystemClock
+from daemon.core.command_annotation import COMMAND_ANNOTATION, MAX_REASON_CHARS, encode
+from daemon.core.commands import ANNOTATION_PREFIX
+from daemon.core.timefmt import parse_rfc3339
 from daemon.core.events import COMMAND_ACTIONS
-from daemon.core.timefmt import format_rfc3339
+from daemon.core.redact import redact
 from daemon.ports import Clock
 
 EXIT_ERROR = 2
-DEFAULT_EVENTS_TOPIC = "rollbackd-events"  # as in daemon.settings
 # Cloud Run service names: lower-case letters, digits and hyphens, starting with a letter, < 50 chars.
 SERVICE_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,47}[a-z0-9])?$")
-TOPIC_PATH = re.compile(r"^projects/[^/\s]+/topics/[^/\s]+$")
 PROJECT_ID = re.compile(r"^[a-z][-a-z0-9.:]{3,60}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+CONFLICT_RETRIES = 3
+HANDLED_ANNOTATION = f"{ANNOTATION_PREFIX}commands-handled"
+# An unhandled command older than this is past the default commands.max_command_age: not waited for.
+PENDING_FOR = timedelta(minutes=15)
 
 
 class CtlError(Exception):
@@ -62,15 +79,17 @@ class _Parser(argparse.ArgumentParser):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=COMMAND_ACTIONS, metavar="ACTION",
                         help=f"one of: {', '.join(COMMAND_ACTIONS)}")
-    parser.add_argument("service", metavar="SERVICE", help="the Cloud Run service ('*' for kill-switch-*)")
+    parser.add_argument("service", metavar="SERVICE",
+                        help="the Cloud Run service (for kill-switch-*: any service rollbackd manages)")
     parser.add_argument("--reason", required=True, help="why (kept in the decision log and notifications)")
-    parser.add_argument("--by", help="who asks (default: $ROLLBACKD_PRINCIPAL or the gcloud account)")
-    parser.add_argument("--project", help="project of the events topic (default: $ROLLBACKD_PROJECT or config)")
-    parser.add_argument("--topic", help="events topic, name or projects/P/topics/T "
-                                        "(default: $ROLLBACKD_EVENTS_TOPIC, config, or rollbackd-events)")
-    parser.add_argument("--config", help="daemon config file to read project and events_topic from")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="how long to wait for Pub/Sub to accept the command (default 30)")
+    parser.add_argument("--region", help="the service's region, e.g. us-central1 (default: the config's "
+                                         "only location)")
+    parser.add_argument("--project", help="the service's project (default: $ROLLBACKD_PROJECT or config)")
+    parser.add_argument("--config", help="daemon config file to read project, locations and run_endpoint from")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for Cloud Run to accept the command (default 60)")
+    parser.add_argument("--wait", type=float, default=20.0, metavar="SECONDS",
+                        help="how long to wait for an earlier command on the service to be handled (default 20)")
 
 
 def register(subparsers: Any) -> None:
@@ -86,7 +105,7 @@ def register(subparsers: Any) -> None:
 
 
 def ctl_main(argv: Sequence[str], out: IO[str], err: IO[str], *, env: Mapping[str, str],
-             clock: Clock | None = None, publisher_factory: Callable[[Mapping[str, str]], Any] | None = None) -> int:
+             clock: Clock | None = None, services_factory: Callable[[Mapping[str, str], str], Any] | None = None) -> int:
     """`rollbackd ctl ...` without the surrounding CLI. Returns the exit code."""
     parser = _Parser(prog="rollbackd ctl", description=__doc__.split("\n\n")[0])
     parser.out, parser.err = out, err
@@ -98,86 +117,73 @@ def ctl_main(argv: Sequence[str], out: IO[str], err: IO[str], *, env: Mapping[st
         return EXIT_ERROR
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
-    return _run(args, out, err, env, clock=clock, publisher_factory=publisher_factory)
+    return _run(args, out, err, env, clock=clock, services_factory=services_factory)
 
 
 def _run(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping[str, str], *,
-         clock: Clock | None = None, publisher_factory: Callable[[Mapping[str, str]], Any] | None = None) -> int:
+         clock: Clock | None = None, services_factory: Callable[[Mapping[str, str], str], Any] | None = None) -> int:
     try:
-        event = build_command(args.action, args.service, reason=args.reason,
-                              by=args.by or principal_from(env), clock=clock or SystemClock())
-        topic = resolve_topic(args.topic, args.project, args.config, env)
-        message_id = publish_command(event, topic, env, timeout_s=args.timeout,
-                                     publisher_factory=publisher_factory)
+        check_request(args.action, args.service, args.reason)
+        project, region, endpoint = resolve_target(args.project, args.region, args.config, env)
+        name = f"projects/{project}/locations/{region}/services/{args.service}"
+        command_id = str(uuid.uuid4())
+        # The annotation is public to anyone who can read the service: no credential goes into it.
+        value = encode(command_id, args.action, redact(args.reason.strip()), (clock or SystemClock()).now())
+        replaced = write_command(name, value, env, endpoint=endpoint, timeout_s=args.timeout,
+                                 services_factory=services_factory, wait_s=args.wait, now=(clock or SystemClock()).now())
     except CtlError as error:
         err.write(f"rollbackd: {error}\n")
         return EXIT_ERROR
-    out.write(f"published {event['action']} for {event['service']} by {event['by']} "
-              f"to {topic} (message {message_id})\n")
+    if replaced:
+        err.write(f"rollbackd: ctl: warning: replaced command {replaced}, which rollbackd had not handled "
+                  f"after {args.wait:g}s (is it running?)\n")
+    out.write(f"wrote {args.action} on {name} (command {command_id}); the daemon's decision log says "
+              "whether it was obeyed\n")
     return 0
 
 
 # --- the pieces ------------------------------------------------------------------------------------
-def build_command(action: str, service: str, *, reason: str, by: str, clock: Clock) -> dict[str, Any]:
-    """The native command event (the format daemon.core.intake_native parses)."""
+def check_request(action: str, service: str, reason: str) -> None:
     if action not in COMMAND_ACTIONS:
         raise CtlError(f"ctl: unknown action {action!r} (expected one of {', '.join(COMMAND_ACTIONS)})")
     if service == "*":
-        if not action.startswith("kill-switch"):
-            raise CtlError(f"ctl: '*' (all services) is only for kill-switch-on/off, not {action}")
-    elif not SERVICE_NAME.match(service):
+        raise CtlError("ctl: name a service: commands are written on a Cloud Run service (for the kill "
+                       "switch, any service rollbackd manages)")
+    if not SERVICE_NAME.match(service):
         raise CtlError(f"ctl: {service!r} is not a Cloud Run service name "
                        "(lower-case letters, digits and hyphens, starting with a letter)")
     if not reason.strip():
         raise CtlError("ctl: --reason must not be empty: say why, it goes into the decision log")
-    if not by.strip():
-        raise CtlError("ctl: --by must not be empty")
-    return {"type": "command", "time": format_rfc3339(clock.now()), "service": service, "action": action,
-            "by": by.strip(), "reason": reason.strip()}
+    if len(reason.strip()) > MAX_REASON_CHARS:
+        raise CtlError(f"ctl: --reason is {len(reason.strip())} characters; at most {MAX_REASON_CHARS}")
 
 
-def principal_from(env: Mapping[str, str]) -> str:
-    """ROLLBACKD_PRINCIPAL, else the active gcloud account, else a CtlError saying what to do."""
-    principal = env.get("ROLLBACKD_PRINCIPAL", "").strip()
-    if principal:
-        return principal
-    gcloud = shutil.which("gcloud", path=env.get("PATH", os.defpath))
-    if gcloud:
-        try:
-            done = subprocess.run([gcloud, "config", "get-value", "account"], capture_output=True, text=True,
-                                  timeout=20, env=dict(env), stdin=subprocess.DEVNULL)
-            account = done.stdout.strip().splitlines()[-1].strip() if done.stdout.strip() else ""
-            if done.returncode == 0 and account and "(unset)" not in account:
-                return account
-        except (OSError, subprocess.SubprocessError):
-            pass
-    raise CtlError("ctl: who is asking? pass --by PRINCIPAL, set ROLLBACKD_PRINCIPAL, "
-                   "or log in with 'gcloud auth login'")
-
-
-def resolve_topic(topic: str | None, project: str | None, config: str | None, env: Mapping[str, str]) -> str:
-    """The full topic path, from flags, then environment, then the config file."""
-    topic = topic or env.get("ROLLBACKD_EVENTS_TOPIC") or None
+def resolve_target(project: str | None, region: str | None, config: str | None,
+                   env: Mapping[str, str]) -> tuple[str, str, str]:
+    """(project, region, plain-text endpoint or '') from flags, then environment, then the config file."""
     project = project or env.get("ROLLBACKD_PROJECT") or None
+    endpoint = env.get("ROLLBACKD_RUN_ENDPOINT", "").strip()
     config = config or env.get("ROLLBACKD_CONFIG") or None
-    if config and (topic is None or (project is None and "/" not in topic)):
+    if config:
         keys = read_config_keys(config)
-        topic = topic or keys.get("events_topic")
         project = project or keys.get("project")
-    topic = topic or DEFAULT_EVENTS_TOPIC
-    if "/" in topic:
-        if not TOPIC_PATH.match(topic):
-            raise CtlError(f"ctl: topic {topic!r} is neither a name nor projects/PROJECT/topics/TOPIC")
-        return topic
+        endpoint = endpoint or keys.get("run_endpoint", "")
+        locations = keys.get("locations", "")
+        if region is None and locations and "," not in locations:
+            region = locations
     if not project:
         raise CtlError("ctl: no project: pass --project, set ROLLBACKD_PROJECT, or give --config with 'project'")
     if not PROJECT_ID.match(project):
         raise CtlError(f"ctl: {project!r} is not a Google Cloud project id")
-    return f"projects/{project}/topics/{topic}"
+    if not region:
+        raise CtlError("ctl: no region: pass --region (the service's Cloud Run region, e.g. us-central1)")
+    if not REGION.match(region):
+        raise CtlError(f"ctl: {region!r} is not a Cloud Run region such as us-central1")
+    return project, region, endpoint
 
 
 def read_config_keys(path: str) -> dict[str, str]:
-    """`project` and `events_topic` from the daemon's YAML config (safe loading; other keys ignored)."""
+    """`project`, `locations` (comma-joined) and `run_endpoint` from the daemon's YAML config."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -196,65 +202,116 @@ def read_config_keys(path: str) -> dict[str, str]:
     if not isinstance(data, dict):
         raise CtlError(f"ctl: {path}: expected a mapping of settings, got {type(data).__name__}")
     keys: dict[str, str] = {}
-    for key in ("project", "events_topic"):
+    for key in ("project", "run_endpoint"):
         value = data.get(key)
         if value is None:
             continue
-        if not isinstance(value, str) or not value.strip():
-            raise CtlError(f"ctl: {path}: {key}: expected a non-empty string")
+        if not isinstance(value, str):
+            raise CtlError(f"ctl: {path}: {key}: expected a string")
         keys[key] = value.strip()
+    locations = data.get("locations")
+    if isinstance(locations, str):
+        keys["locations"] = locations.strip()
+    elif isinstance(locations, list) and all(isinstance(item, str) for item in locations):
+        keys["locations"] = ",".join(item.strip() for item in locations)
     return keys
 
 
-def publish_command(event: dict[str, Any], topic: str, env: Mapping[str, str], *, timeout_s: float,
-                    publisher_factory: Callable[[Mapping[str, str]], Any] | None = None) -> str:
-    """Publish with ordering key = service and wait for Pub/Sub's ack; errors become CtlError."""
+def pending_command(annotations: Mapping[str, str], now: datetime) -> str:
+    """The id of a recent command on the service that rollbackd has not handled yet, or ''."""
+    from daemon.core.command_annotation import command_id_on
+
+    command_id = command_id_on(annotations)
+    if not command_id or command_id in annotations.get(HANDLED_ANNOTATION, "").split(","):
+        return ""
+    try:
+        issued = parse_rfc3339(json.loads(annotations[COMMAND_ANNOTATION]).get("issued", ""))
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    return command_id if timedelta(0) <= now - issued <= PENDING_FOR else ""
+
+
+def write_command(name: str, value: str, env: Mapping[str, str], *, endpoint: str, timeout_s: float,
+                  services_factory: Callable[[Mapping[str, str], str], Any] | None = None,
+                  wait_s: float = 0.0, now: datetime | None = None) -> str:
+    """Read the service, add the command annotation, write it back etag-guarded (a conflict is read
+    again, a few times); errors become CtlError. Returns the id of an unhandled command it replaced
+    after waiting `wait_s` (wall time) for the daemon, or ''."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
+    from google.cloud import run_v2
+    from google.protobuf import field_mask_pb2
 
-    from daemon.adapters.pubsub_source import publish_events
     from daemon.google_errors import code_of
 
-    publisher = None
     try:
-        publisher = (publisher_factory or make_publisher)(env)
-        return publish_events(publisher, topic, [event], timeout_s=timeout_s)[0]
+        client, metadata = (services_factory or make_services)(env, endpoint)
+        # Wall time: waiting for the daemon is network business, whatever clock stamps the command.
+        wall = SystemClock()
+        deadline = wall.monotonic() + wait_s
+        replaced = ""
+        for attempt in range(CONFLICT_RETRIES):
+            service = client.get_service(name=name, timeout=timeout_s, metadata=metadata)
+            pending = pending_command(service.annotations, now) if now is not None else ""
+            while pending and wall.monotonic() < deadline:
+                wall.sleep_until(wall.now() + timedelta(seconds=0.5))
+                service = client.get_service(name=name, timeout=timeout_s, metadata=metadata)
+                pending = pending_command(service.annotations, now) if now is not None else ""
+            replaced = pending
+            annotations = dict(service.annotations)
+            annotations[COMMAND_ANNOTATION] = value
+            service.annotations = annotations
+            request = run_v2.UpdateServiceRequest(service=service,
+                                                  update_mask=field_mask_pb2.FieldMask(paths=["annotations"]))
+            try:
+                client.update_service(request=request, timeout=timeout_s, metadata=metadata).result(timeout=timeout_s)
+                return replaced
+            except gexc.Aborted:
+                if attempt + 1 == CONFLICT_RETRIES:
+                    raise
     except gexc.NotFound:
-        raise CtlError(f"ctl: topic {topic} does not exist (check --project/--topic)") from None
+        raise CtlError(f"ctl: {name} does not exist (check the service, --region and --project)") from None
     except gexc.PermissionDenied:
-        raise CtlError(f"ctl: permission denied publishing to {topic} "
-                       "(you need roles/pubsub.publisher on it)") from None
+        raise CtlError(f"ctl: permission denied on {name}: you need run.services.update on the service "
+                       "(e.g. roles/run.developer)") from None
+    except gexc.Unauthenticated:
+        raise CtlError("ctl: Google did not accept your credentials: run 'gcloud auth application-default "
+                       "login'") from None
+    except gexc.Aborted:
+        raise CtlError(f"ctl: {name} kept changing while writing the command; try again") from None
     except auth_exc.DefaultCredentialsError:
         raise CtlError("ctl: no Google credentials: run 'gcloud auth application-default login'") from None
-    except TimeoutError:
-        raise CtlError(f"ctl: Pub/Sub did not accept the command within {timeout_s:g}s ({topic})") from None
+    except CtlError:
+        raise
     except Exception as error:  # noqa: BLE001 - one line, never a traceback
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise CtlError(f"ctl: publishing to {topic} failed: {code_of(error)}: {first}") from None
-    finally:
-        if publisher is not None:
-            try:
-                publisher.stop()
-            except Exception:  # noqa: BLE001 - already published or already failed; nothing to add
-                pass
+        raise CtlError(f"ctl: writing the command on {name} failed: {code_of(error)}: {first}") from None
+    raise CtlError(f"ctl: {name} kept changing while writing the command; try again")
 
 
-def make_publisher(env: Mapping[str, str]) -> Any:
-    """An ordering PublisherClient. PUBSUB_EMULATOR_HOST is taken from `env` (not only os.environ),
-    so tests and scripts can point one call at an emulator."""
-    from google.cloud import pubsub_v1
+def make_services(env: Mapping[str, str], endpoint: str) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """A ServicesClient acting as the caller, and the call metadata. With ROLLBACKD_ACCESS_TOKEN the
+    token is the credential; otherwise Application Default Credentials. A plain-text `endpoint`
+    (tests, private endpoints) gets the token as `authorization` metadata."""
+    from google.cloud import run_v2
 
-    options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
-    host = env.get("PUBSUB_EMULATOR_HOST", "").strip()
-    if not host:
-        return pubsub_v1.PublisherClient(publisher_options=options)
-    import grpc
-    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+    token = env.get("ROLLBACKD_ACCESS_TOKEN", "").strip()
+    if endpoint:
+        import grpc
+        from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 
-    # An explicit transport: the client would otherwise read os.environ, not `env`.
-    return pubsub_v1.PublisherClient(publisher_options=options,
-                                     transport=PublisherGrpcTransport(channel=grpc.insecure_channel(host)))
+        transport = ServicesGrpcTransport(channel=grpc.insecure_channel(endpoint))
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return run_v2.ServicesClient(transport=transport), metadata
+    if token:
+        from google.oauth2.credentials import Credentials
+
+        return run_v2.ServicesClient(credentials=Credentials(token)), ()
+    import google.auth
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return run_v2.ServicesClient(credentials=credentials), ()
 
 
-__all__ = ["CtlError", "add_arguments", "build_command", "ctl_main", "make_publisher", "principal_from",
-           "publish_command", "read_config_keys", "register", "resolve_topic"]
+__all__ = ["CtlError", "add_arguments", "check_request", "ctl_main", "make_services", "read_config_keys",
+           "register", "resolve_target", "write_command"]

@@ -4,6 +4,16 @@ Used by the live daemon and the sandbox (whose events may also travel through th
 emulator). The message is acknowledged by the caller only after `handle()` returns, i.e. after the
 input, its decisions and the new state are journaled and the actions are done. Unparseable input
 is journaled as rejected and returns normally, so it is acknowledged once: no poison loop.
+
+Each Pub/Sub subscription hands its messages in with its `source` ("audit", "incidents",
+"metrics"; `daemon.core.intake`): a message of another format is refused with a reason. What comes
+from Cloud Run is believed only as Cloud Run says it now:
+- a deploy's labels (which choose a policy override) are the service's own, read with GetService,
+  never the event's;
+- a command (an audit entry of an update that wrote the `rollbackd.dev/command` annotation) is
+  acted on only if the service, read back now, carries the same command id (so an update that
+  failed later, an etag conflict or a failed operation, never acts), the service is managed, and it
+  was issued within the policy's `commands.max_command_age`.
 """
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from daemon.core import sanity
+from daemon.core.command_annotation import command_id_on
 from daemon.core.events import Alert, Command, Deploy, Ignored, Metrics, Rejected
 from daemon.ports import ActionError, TransientError
 from daemon.core.intake import parse_message
@@ -33,14 +44,22 @@ class Dispatcher:
         self.default_project = default_project
         self.default_location = default_location
 
+    def source(self, name: str) -> Callable[..., None]:
+        """`handle` for one subscription (what `PubSubEventSource` calls)."""
+        def handle(data: bytes, attributes: Mapping[str, str] | None = None, message_id: str = "",
+                   publish_time: datetime | None = None, delivery_attempt: int | None = None) -> None:
+            self.handle(data, attributes, message_id, publish_time, delivery_attempt, source=name)
+        return handle
+
     def handle(self, data: bytes, attributes: Mapping[str, str] | None = None, message_id: str = "",
-               publish_time: datetime | None = None, delivery_attempt: int | None = None) -> None:
+               publish_time: datetime | None = None, delivery_attempt: int | None = None, *,
+               source: str = "audit") -> None:
         now = self.clock.now()
         where = f"message {message_id}" if message_id else ""
         # The current policy's sane ranges (event times, intervals, free-text length) apply at intake.
         ranges = sanity.ranges_from(self.engine.policy_for("").limits)
         parsed = parse_message(data, attributes, now=now, own_principals=self.own_principals, where=where,
-                               ranges=ranges)
+                               ranges=ranges, source=source)
         if isinstance(parsed, (Rejected, Ignored)):
             self.engine.reject(parsed, received_at=now)
             return
@@ -54,6 +73,11 @@ class Dispatcher:
                 if resolved is None:
                     continue
                 event = resolved
+            if isinstance(event, Command):
+                confirmed = self._confirm(event, where, now)
+                if confirmed is None:
+                    continue
+                event = confirmed
             service = getattr(event, "service", None)
             if service and not isinstance(event, (Deploy, Metrics)) and not self._known(event):
                 # Another replica may run this service's rollout: read its record before deciding
@@ -71,6 +95,36 @@ class Dispatcher:
                                    received_at=now)
                 continue
             self.engine.submit(event, received_at=now)
+
+    def _confirm(self, event: Command, where: str, now: datetime) -> Command | None:
+        """The command as Cloud Run has it now, or None (refused, journaled with the reason)."""
+        max_age_s = self.engine.policy_for(event.service).commands.max_command_age
+        if (now - event.time).total_seconds() > max_age_s:
+            self.engine.reject(Ignored(f"command {event.action} for {event.service} by {event.by}: issued "
+                                       f"{event.time.isoformat()}, older than commands.max_command_age", where),
+                               received_at=now)
+            return None
+        project = event.project or self.default_project
+        location = event.location or self.default_location
+        try:
+            view = self.traffic.get_service(project, location, event.service)
+        except TransientError:
+            raise  # nacked: redelivered once Cloud Run answers
+        except ActionError as error:
+            self.engine.reject(Rejected(f"command {event.action} for {event.service}: cannot read the service "
+                                        f"back: {error}", where, kind_hint="command"), received_at=now)
+            return None
+        if command_id_on(view.annotations) != event.command_id:
+            self.engine.reject(Rejected(
+                f"command {event.action} for {event.service} by {event.by}: command {event.command_id} is not "
+                "on the service (the update failed or was replaced); not acted on", where, kind_hint="command"),
+                received_at=now)
+            return None
+        if not self.managed(project, location, event.service):
+            self.engine.reject(Ignored(f"command for {event.service}, which rollbackd does not manage", where),
+                               received_at=now)
+            return None
+        return replace(event, project=project, location=location)
 
     def _known(self, event: Any) -> bool:
         """Whether the engine has state for the event's service (by project, location and name; an
@@ -131,4 +185,5 @@ class Dispatcher:
             baseline = serving[0].revision if serving else None
         return replace(event, revision=revision, baseline=baseline, canary_percent=canary_percent,
                        project=project, location=location,
-                       labels=event.labels or tuple(sorted(view.labels.items())))
+                       # The service's own labels choose its policy override, never the event's.
+                       labels=tuple(sorted(view.labels.items())))

@@ -28,7 +28,8 @@ from daemon.core.persist import AnnotationError, service_state_from_annotations
 from daemon.core.outcome import Step
 from daemon.core.rollout import ServiceState, Status
 from daemon.core.service_id import ServiceId, resolve, service_id_of
-from daemon.core.step import authorised, step
+from daemon.core.step import step
+from policies.principals import may_flip_kill_switch
 from daemon.telemetry import NullTelemetry
 from policies.model import Policy
 
@@ -487,9 +488,15 @@ class Engine:
             self.telemetry.api_error(error.api or "pubsub", error.code or type(error).__name__)
 
     def _kill_switch(self, event: Command, out: Outputs) -> None:
+        key = self.identify(event)
+        written_on_key = key if isinstance(key, ServiceId) and key in self.states else None
+        written_on = self.states.get(written_on_key) if written_on_key is not None else None
+        if event.command_id and written_on is not None and event.command_id in written_on.handled_commands:
+            return  # a redelivery, or another replica's: already decided
         policy = self._policy()
         on = event.action == "kill-switch-on"
-        allowed = authorised(event.by, policy)
+        # IAM on one service cannot authorise a stop of every service: the principal must be listed.
+        allowed = may_flip_kill_switch(event.by, policy.commands.kill_switch_allowed)
         if allowed:
             self.actions_enabled = not on and not self.kill_switch_setting
         reason = (f"kill switch {'on: all actions stopped' if on else 'off: actions resumed'} by {event.by}"
@@ -499,21 +506,34 @@ class Engine:
                             status_before="", status_after="", canary_percent_before=0, canary_percent_after=0,
                             reason=reason + (f" ({event.reason})" if event.reason else ""),
                             trigger=f"command:{event.action}", acted=allowed)
+        if not allowed and self.notifier is not None:
+            try:
+                self.notifier.notify(Notify(service=event.service or "*", severity="WARNING",
+                                            subject=f"refused command {event.action} from {event.by or 'unknown'}",
+                                            decision=decision.to_json()))
+            except ActionError as error:
+                self.telemetry.api_error(error.api or "pubsub", error.code or type(error).__name__)
         self.journal.write(decision.to_json(), durable=True)
         self.telemetry.decision(decision.action)
         out.decisions.append(decision)
         if self.on_decision is not None:
             self.on_decision(decision)
         if allowed:
-            self._fan_out_globals(event.time, out, by=event.by)
+            self._fan_out_globals(event.time, out, by=event.by, command=(written_on_key, event.command_id))
+        elif event.command_id and written_on_key is not None:  # refused: recorded as handled all the same
+            self._fan_out_globals(event.time, out, by=event.by, command=(written_on_key, event.command_id),
+                                  only=written_on_key)
 
-    def _fan_out_globals(self, at: datetime, out: Outputs, *, by: str = "") -> None:
-        """Record the daemon-wide switches on every service rollbackd knows, so a restart or another
-        replica keeps them (each service's record is saved by the core, like any state change)."""
-        for name in sorted(self.states):
-            switches = GlobalState(time=at, service=name.name, project=name.project, location=name.location,
+    def _fan_out_globals(self, at: datetime, out: Outputs, *, by: str = "",
+                         command: tuple[ServiceId | None, str] = (None, ""), only: ServiceId | None = None) -> None:
+        """Record the daemon-wide switches on every service rollbackd knows (or `only` one), so a
+        restart or another replica keeps them (each service's record is saved by the core, like any
+        state change). `command`: (service, id) of the kill-switch command written on that service."""
+        for key in sorted(self.states) if only is None else [only]:
+            switches = GlobalState(time=at, service=key.name, project=key.project, location=key.location,
                                    kill_switch=not self.actions_enabled,
-                                   blocking_incidents=frozenset(self.blocking), by=by)
+                                   blocking_incidents=frozenset(self.blocking), by=by,
+                                   command_id=command[1] if key == command[0] else "")
             pending: deque[Event] = deque([switches])
             while pending:
                 self._handle(pending.popleft(), out, pending)

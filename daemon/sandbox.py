@@ -8,8 +8,10 @@ PUBSUB_EMULATOR_HOST is set, events travel through the emulator instead, via the
 publisher and subscriber code.
 
 Deploys are published the way production sees them: as Cloud Audit Log entries of
-`gcloud run deploy --no-traffic --tag=canary` (v1 ReplaceService). Metrics are published as native
-`metrics` events every minute.
+`gcloud run deploy --no-traffic --tag=canary` (v1 ReplaceService), on the audit source. Metrics are
+published as native `metrics` events every minute, on the metrics source. A command (`command()`)
+is written as the `rollbackd.dev/command` annotation on the simulated service, whose audit entry
+reaches the daemon on the audit source, exactly as `rollbackd ctl` works in production.
 
 With `--state-dir`, the simulated cloud, the virtual clock and the journal persist; a restart on the
 same directory rebuilds the engine from the journal and continues where it stopped.
@@ -33,8 +35,11 @@ from simulations.sandbox_cloud import SimulatedCloudRun
 
 SANDBOX_PROJECT = "rollbackd-sandbox"
 SANDBOX_LOCATION = "us-central1"
-TOPIC = f"projects/{SANDBOX_PROJECT}/topics/rollbackd-events"
-SUBSCRIPTION = f"projects/{SANDBOX_PROJECT}/subscriptions/rollbackd"
+# One topic and subscription per source, as in production (docs/deploy.md).
+TOPICS = {source: f"projects/{SANDBOX_PROJECT}/topics/rollbackd-{source}" for source in ("audit", "metrics")}
+SUBSCRIPTIONS = {source: f"projects/{SANDBOX_PROJECT}/subscriptions/rollbackd-{source}" for source in TOPICS}
+# Who the sandbox's operator is (the bundled policy authorises *@olympuscloud.ai).
+SANDBOX_OPERATOR = "sre@olympuscloud.ai"
 # A Tuesday morning in the runbook's time zone: outside the default policy's weekend freeze.
 DEFAULT_START = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 DEPLOYER = "ci-deploy@rollbackd-sandbox.iam.gserviceaccount.com"
@@ -159,14 +164,19 @@ class SandboxWorld:
     """Moves the simulated world one minute at a time: deploys at their time, then per-revision
     metrics that follow the traffic split the daemon has actually set."""
 
-    def __init__(self, services: list[SandboxService], cloud: SimulatedCloudRun, publish: Callable[[bytes], None],
-                 seed: int, state_path: str | None) -> None:
+    def __init__(self, services: list[SandboxService], cloud: SimulatedCloudRun, publish: Callable[[bytes, str], None],
+                 seed: int, state_path: str | None, commands: list[tuple[float, str, str, str]] | None = None) -> None:
         self.services = {s.service: s for s in services}
         self.cloud = cloud
         self.publish = publish
         self.seed = seed
         self.state_path = state_path
+        # (minute after DEFAULT_START, action, service, principal), in time order: `rollbackd ctl` runs.
+        self.commands = sorted(commands or [])
         self._load()
+        saved = self.saved_clock()
+        if saved is not None:  # a restart: the commands of the minutes already simulated were written
+            self.commands = [c for c in self.commands if DEFAULT_START + timedelta(minutes=c[0]) > saved]
         for s in services:
             if not s.deployed:
                 self.cloud.ensure_service(s.service, project=SANDBOX_PROJECT, location=SANDBOX_LOCATION)
@@ -180,12 +190,16 @@ class SandboxWorld:
         return np.random.default_rng([self.seed, int(at.timestamp()) // 60, index])
 
     def minute(self, at: datetime) -> None:
+        while self.commands and at >= DEFAULT_START + timedelta(minutes=self.commands[0][0]):
+            _, action, service, principal = self.commands.pop(0)
+            if service in self.cloud.services:
+                self.command(service, action, "sandbox --command", at, principal=principal)
         for index, s in enumerate(self.services.values()):
             if not s.deployed and at >= s.deploy_at:
                 known = self.cloud.find(s.service, SANDBOX_PROJECT, SANDBOX_LOCATION)
                 if known is None or s.canary not in known.revisions:  # a restart may find it deployed
                     self.cloud.deploy(s.service, s.canary, baseline=s.baseline)
-                self.publish(json.dumps(audit_deploy_entry(s.service, s.canary, s.baseline, at)).encode())
+                self.publish(json.dumps(audit_deploy_entry(s.service, s.canary, s.baseline, at)).encode(), "audit")
                 s.deployed = True
                 continue
             if not s.deployed:
@@ -200,7 +214,7 @@ class SandboxWorld:
                 s.errors_served[metrics.revision] = s.errors_served.get(metrics.revision, 0) + metrics.errors
                 if metrics.revision == s.canary and percent == 0:
                     continue  # no traffic, no points (Cloud Monitoring writes none either)
-                self.publish(json.dumps(event_to_json(metrics), sort_keys=True).encode())
+                self.publish(json.dumps(event_to_json(metrics), sort_keys=True).encode(), "metrics")
         self._save(at)
 
     def _save(self, at: datetime) -> None:
@@ -236,6 +250,20 @@ class SandboxWorld:
         with open(self.state_path, encoding="utf-8") as handle:
             value = json.load(handle).get("clock")
         return parse_rfc3339(value) if value else None
+
+    def command(self, service: str, action: str, reason: str, at: datetime, *,
+                principal: str = SANDBOX_OPERATOR) -> str:
+        """What `rollbackd ctl ACTION SERVICE` does in production: write the command annotation on the
+        (simulated) service as `principal`. Returns the command id."""
+        import uuid
+
+        from daemon.core.command_annotation import COMMAND_ANNOTATION, encode
+
+        command_id = str(uuid.UUID(int=random.Random(f"{self.seed}/{service}/{action}/{at.isoformat()}").getrandbits(128),
+                                   version=4))
+        self.cloud.update_annotations(service, {COMMAND_ANNOTATION: encode(command_id, action, reason, at)},
+                                      principal=principal, at=at)
+        return command_id
 
     def finished(self, engine: Any) -> bool:
         """Every service deployed and its rollout finished."""

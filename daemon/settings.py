@@ -9,9 +9,16 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 ENV_PREFIX = "ROLLBACKD_"
+OLD_SUBSCRIPTION_HELP = (
+    "'{old}' is no longer a setting: events now arrive on one subscription per source, each on a topic "
+    "only that source can publish to. Set audit_subscription (the Logging sink's Cloud Run audit "
+    "entries), incidents_subscription (Cloud Monitoring's notification channel) and, for metrics_mode "
+    "pubsub, metrics_subscription; commands are written with 'rollbackd ctl' on the service "
+    "(see docs/deploy.md)")
 
 
 class SettingsError(Exception):
@@ -23,14 +30,21 @@ class Settings(BaseModel):
 
     project: str = Field(description="Google Cloud project that holds the managed services.")
     locations: tuple[str, ...] = Field(description="Cloud Run regions to manage, e.g. [us-central1].")
-    subscription: str = Field(description="Pub/Sub subscription for deploy, metric, alert and command events.")
-    events_topic: str = Field("rollbackd-events", description="Topic the subscription reads (used by `ctl`).")
+    # One subscription per source, each on a topic only that source may publish to (docs/deploy.md).
+    audit_subscription: str = Field(description="Subscription on the Logging sink's topic: Cloud Run Admin "
+                                    "Activity audit entries (deploys, traffic changes, commands).")
+    incidents_subscription: str = Field("", description="Subscription on Cloud Monitoring's notification "
+                                        "topic (incident schema 1.2); '' = no incidents.")
+    metrics_subscription: str = Field("", description="Subscription for native metrics events (metrics_mode "
+                                      "pubsub or both); '' = off.")
     notify_topic: str = Field("", description="Topic for decision notifications ('' = log only).")
     policy: str = Field("", description="Policy file ('' = the bundled runbook policy).")
     managed_label: str = Field("rollbackd=enabled", description="Label selecting managed services (the "
                                "policy's `managed` selectors add more; KEY=disabled opts a service out).")
     principal: str = Field(description="The service account rollbackd acts as; its own audit entries are ignored.")
     metrics_mode: Literal["monitoring", "pubsub", "both"] = "monitoring"
+    log_view: str = Field("", description="Logging view error capture reads (projects/P/locations/global/"
+                          "buckets/_Default/views/V, docs/deploy.md); '' = the project's logs.")
     dry_run: bool = False
     kill_switch: bool = Field(False, description="Start with all actions stopped (decisions still logged).")
     http_port: int = Field(8080, ge=0, le=65535)
@@ -44,7 +58,21 @@ class Settings(BaseModel):
     monitoring_endpoint: str = ""
     logging_endpoint: str = ""
 
-    @field_validator("project", "subscription", "principal")
+    @model_validator(mode="before")
+    @classmethod
+    def _old_single_subscription(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("subscription" in data or "events_topic" in data):
+            old = "subscription" if "subscription" in data else "events_topic"
+            raise PydanticCustomError("old_setting", OLD_SUBSCRIPTION_HELP.format(old=old))
+        return data
+
+    @model_validator(mode="after")
+    def _metrics_source(self) -> "Settings":
+        if self.metrics_mode in ("pubsub", "both") and not self.metrics_subscription:
+            raise ValueError(f"metrics_mode {self.metrics_mode} needs metrics_subscription")
+        return self
+
+    @field_validator("project", "audit_subscription", "principal")
     @classmethod
     def _not_empty(cls, value: str) -> str:
         if not value.strip():
@@ -73,10 +101,19 @@ class Settings(BaseModel):
         key, _, value = self.managed_label.partition("=")
         return key, value
 
+    def subscription_path(self, name: str) -> str:
+        """A subscription setting's full path ('' stays '')."""
+        if not name:
+            return ""
+        return name if "/" in name else f"projects/{self.project}/subscriptions/{name}"
+
     @property
-    def subscription_path(self) -> str:
-        return self.subscription if "/" in self.subscription else \
-            f"projects/{self.project}/subscriptions/{self.subscription}"
+    def subscriptions(self) -> dict[str, str]:
+        """Source ("audit", "incidents", "metrics") → full subscription path, for the sources in use."""
+        paths = {"audit": self.subscription_path(self.audit_subscription),
+                 "incidents": self.subscription_path(self.incidents_subscription),
+                 "metrics": self.subscription_path(self.metrics_subscription)}
+        return {source: path for source, path in paths.items() if path}
 
     @property
     def notify_topic_path(self) -> str:
@@ -121,6 +158,9 @@ def load_settings(path: str | None, env: Mapping[str, str] | None = None,
         if not isinstance(loaded, dict):
             raise SettingsError(f"{path}: the config must be a mapping of settings")
         data.update(loaded)
+    for old in ("subscription", "events_topic"):
+        if ENV_PREFIX + old.upper() in env:
+            raise SettingsError(f"${ENV_PREFIX}{old.upper()}: " + OLD_SUBSCRIPTION_HELP.format(old=old))
     data.update(_from_env(env))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:

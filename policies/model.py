@@ -319,9 +319,40 @@ class Freeze(_Model):
 
 
 class Commands(_Model):
-    """Who may pause, resume, abort or promote a rollout."""
+    """Who may pause, resume, abort or promote a rollout, and flip the global kill switch.
 
-    authorized_principals: tuple[str, ...] = ()
+    Commands are annotations written on the service through Cloud Run's IAM (docs/security.md); the
+    principal is the verified email of the audit entry. Entries are whole emails or `*@domain`
+    (`policies.principals`); shell patterns are refused here, at load, with the entry named."""
+
+    authorized_principals: tuple[str, ...] = Field((), description="Who may command a service, on top "
+                                                   "of IAM (run.services.update on it); empty = IAM alone.")
+    kill_switch_principals: tuple[str, ...] = Field((), description="Who may flip the global kill switch; "
+                                                    "empty = authorized_principals; both empty = nobody.")
+    max_command_age: Duration = Field(900.0, description="A command issued longer ago than this is "
+                                      "ignored (a replayed or long-delayed audit entry), e.g. '15m'.")
+
+    @field_validator("authorized_principals", "kill_switch_principals")
+    @classmethod
+    def _plain_principals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from policies.principals import entry_problem
+
+        for entry in value:
+            problem = entry_problem(entry)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("max_command_age")
+    @classmethod
+    def _command_age_range(cls, value: float) -> float:
+        if not 60.0 <= value <= 86400.0:
+            raise ValueError("max_command_age must be between 1m and 1d")
+        return value
+
+    @property
+    def kill_switch_allowed(self) -> tuple[str, ...]:
+        return self.kill_switch_principals or self.authorized_principals
 
 
 class RollbackOptions(_Model):

@@ -211,7 +211,8 @@ def _rule(d: Any, policy: Any) -> list[str]:
         "halt": "rollbackd stood down and left traffic as it is: someone else changed traffic, or an action "
                 "failed permanently. It never fights a human; a person must decide.",
         "supersede": "A newer deploy of the same service replaced this rollout.",
-        "refuse": "The command's principal is not in commands.authorized_principals; nothing was done.",
+        "refuse": "The command's principal (from Google's audit entry) is not in commands.authorized_principals "
+                  "(kill_switch_principals for the kill switch); nothing was done.",
         "kill-switch": "The global kill switch changed: while on, decisions are logged but none "
                        "changes traffic.",
     }

@@ -10,6 +10,11 @@ Services are keyed as Cloud Run keys them, by project, location and name (`daemo
 command) finds the one service of that name.
 `list_services` returns the managed services by the same predicate as the live controller
 (`policies.managed`: the label, the policy's selectors when the sandbox passes them, the opt-out).
+
+A person's annotation-only update (`update_annotations`, what `rollbackd ctl` sends) is published
+as the Admin Activity audit entry a Logging sink would deliver (`simulations.audit_sink`), with the
+principal Google would have authenticated, to `audit_sink`: the sandbox's commands take the
+production path (the audit parser, the read-back, the authorisation).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from daemon.core.commands import DeleteRevision, SaveState, SetTraffic
@@ -73,6 +79,8 @@ class SimulatedCloudRun:
         self.services: dict[str, SimService] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.path = path
+        self.audit_sink: Callable[[dict[str, Any]], None] | None = None
+        self._operations = 0
         if path and os.path.exists(path):
             self._load(path)
 
@@ -96,6 +104,25 @@ class SimulatedCloudRun:
     def _add(self, service: SimService) -> SimService:
         self.services[service.key] = service
         return service
+
+    def update_annotations(self, name: str, annotations: Mapping[str, str], *, principal: str, at: datetime) -> None:
+        """A person's `UpdateService` of annotations only (as `rollbackd ctl` sends it, authenticated as
+        `principal`): merged into the service, then its audit entry is published, outside the lock."""
+        from simulations.audit_sink import update_service_entry
+
+        with self._lock:
+            service = self.service(name)
+            service.annotations = {**service.annotations, **annotations}
+            service.generation += 1
+            self._operations += 1
+            entry = update_service_entry(
+                project=service.project, location=service.location, service=service.name, principal=principal, at=at,
+                operation_id=f"projects/{service.project}/locations/{service.location}/operations/sim-{self._operations}",
+                request_service={"annotations": dict(service.annotations), "labels": dict(service.labels)},
+                update_mask=["annotations"])
+            self._save()
+        if self.audit_sink is not None:
+            self.audit_sink(entry)
 
     # --- set-up used by the sandbox, replay and tests -----------------------------------------
     def ensure_service(self, name: str, *, project: str = "", location: str = "",

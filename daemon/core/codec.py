@@ -48,8 +48,11 @@ def event_to_json(event: Event) -> dict[str, Any]:
             out["policy_labels"] = dict(event.policy_labels)
         return out
     if isinstance(event, Command):
-        return _where(event, {"type": "command", "time": format_rfc3339(event.time), "service": event.service,
-                              "action": event.action, "by": event.by, "reason": event.reason})
+        out = {"type": "command", "time": format_rfc3339(event.time), "service": event.service,
+               "action": event.action, "by": event.by, "reason": event.reason}
+        if event.command_id:
+            out["command_id"] = event.command_id
+        return _where(event, out)
     if isinstance(event, TrafficChanged):
         return _where(event, {"type": "traffic-changed", "time": format_rfc3339(event.time),
                               "service": event.service, "canary_percent": event.canary_percent,

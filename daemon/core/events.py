@@ -101,15 +101,16 @@ class Command:
     time: datetime
     service: str
     action: str
-    by: str
+    by: str  # the verified principal of the audit entry that wrote the command annotation
     reason: str = ""
+    command_id: str = ""  # the annotation's id: what makes a redelivery a duplicate
     project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
     location: str = ""
 
     kind = "command"
 
     def key(self) -> tuple:
-        return ("command", self.service, self.action, self.by, self.time, self.reason)
+        return ("command", self.service, self.action, self.by, self.time, self.reason, self.command_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +209,15 @@ class GlobalState:
     kill_switch: bool
     blocking_incidents: frozenset[str] = frozenset()
     by: str = ""
+    command_id: str = ""  # the kill-switch command written on this service: recorded as handled
     project: str = ""  # where the service lives ("" when the source did not say: see core.service_id)
     location: str = ""
 
     kind = "global-state"
 
     def key(self) -> tuple:
-        return ("global-state", self.service, self.time, self.kill_switch, tuple(sorted(self.blocking_incidents)))
+        return ("global-state", self.service, self.time, self.kill_switch, tuple(sorted(self.blocking_incidents)),
+                self.command_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,14 @@ exception. Called by the Pub/Sub subscriber adapter, the replay reader and the j
   audit entries, failed operations, the second entry of a long-running operation, audit entries
   for other methods, Monitoring's test notifications.
 
+Where a message came from decides which format it may have (`source`): each Pub/Sub subscription
+has its own publisher (docs/deploy.md), so it accepts only its own format and refuses anything else
+with a reason: `"audit"` (the Logging sink's topic) only Cloud Audit Log entries, `"incidents"`
+(Monitoring's notification channel) only incident notifications, `"metrics"` (the optional native
+metrics topic) only native `metrics` events. `"recording"` (replay, recordings, the journal) accepts
+every format, native `deploy`, `alert`, `command` and `traffic-changed` included: those are never
+accepted from Pub/Sub, where anyone who could publish could forge them.
+
 The format is recognised by shape: `"type"` → native (`intake_native`), `"protoPayload"` → Cloud
 Audit Log entry (`intake_audit`, with its heuristics documented there), `"incident"` or
 `"version"` → Monitoring incident (`intake_incident`). The Pub/Sub attribute
@@ -41,14 +49,25 @@ RAW_KEPT = 512  # characters of the offending input kept on a Rejected, for the 
 ATTR_TIMESTAMP = "logging.googleapis.com/timestamp"
 
 ParseResult = list[Event] | Rejected | Ignored
+SOURCES = ("audit", "incidents", "metrics", "recording")
+# What each Pub/Sub source accepts, for the refusal's reason.
+_EXPECTED = {"audit": "a Cloud Audit Log entry (protoPayload)",
+             "incidents": "a Cloud Monitoring incident notification (schema 1.2)",
+             "metrics": 'a native metrics event ("type": "metrics")'}
 
 
 def parse_message(data: bytes | str, attributes: Mapping[str, str] | None, *, now: datetime,
                   own_principals: frozenset[str] = frozenset(), where: str = "",
-                  allow_internal: bool = False, ranges: sanity.Ranges = sanity.INTAKE_DEFAULT) -> ParseResult:
+                  allow_internal: bool = False, ranges: sanity.Ranges = sanity.INTAKE_DEFAULT,
+                  source: str = "recording") -> ParseResult:
     """Parse one message. `allow_internal` also accepts the engine's own `tick` and
     `action-failed` events, for reading rollbackd's journal back; never set it for Pub/Sub.
-    `ranges`: the sane ranges (`sanity.ranges_from(policy.limits)`); the default has no age limit."""
+    `ranges`: the sane ranges (`sanity.ranges_from(policy.limits)`); the default has no age limit.
+    `source`: where it came from (see the module doc); a Pub/Sub source accepts one format only."""
+    if source not in SOURCES:
+        return Rejected(f"unknown message source {short(source)}", where)
+    if source != "recording" and allow_internal:
+        return Rejected(f"internal events are never accepted from {source}", where)
     hint = ""
     text = ""
     try:
@@ -81,6 +100,15 @@ def parse_message(data: bytes | str, attributes: Mapping[str, str] | None, *, no
 
         attrs = attributes if hasattr(attributes, "get") else None  # dict, or a protobuf map
         window = Window(now, ranges)
+        shape = ("native" if "type" in msg else "audit" if "protoPayload" in msg
+                 else "incident" if ("incident" in msg or "version" in msg) else "")
+        wanted = {"audit": "audit", "incidents": "incident", "metrics": "native"}.get(source)
+        if wanted is not None and (shape != wanted or (shape == "native" and msg.get("type") != "metrics")):
+            found = (f'a native {short(msg["type"])} event' if shape == "native"
+                     else {"audit": "an audit entry", "incident": "an incident notification"}.get(shape,
+                                                                                           "an unrecognised message"))
+            return Rejected(f"wrong subscription: the {source} subscription accepts only {_EXPECTED[source]}, "
+                            f"not {found}", where, _raw(text), shape)
         if "type" in msg:
             kind = msg["type"]
             if not isinstance(kind, str):

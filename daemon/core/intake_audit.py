@@ -25,7 +25,15 @@ it says what was asked for, not what happened; the live path confirms with `get_
    - v2: an `updateMask` that does not touch `template`;
    - both: no revision name found, and a traffic list present, unless the user agent says
      `gcloud run deploy` or `services update` (those re-send the traffic they fetched).
-4. Otherwise a `Deploy`. No revision name → `revision=None` (`needs_resolution`). Its
+4. A command (`daemon.core.command_annotation`): the request writes a `rollbackd.dev/command`
+   annotation (v2 `request.service.annotations`, v1 `request.service.metadata.annotations`). It
+   becomes a `Command` whose principal is the entry's verified `principalEmail` (never the
+   annotation's text); an entry without one is refused. An update whose mask touches only
+   annotations or labels (what `rollbackd ctl` sends) is that command and nothing else; a full
+   update that also carries the annotation (a later deploy re-sending it) is the command plus the
+   deploy or traffic change (the command is then a duplicate or expired, see the dispatcher).
+   An annotations-only update without a command changes nothing rollbackd acts on: Ignored.
+5. Otherwise a `Deploy`. No revision name → `revision=None` (`needs_resolution`). Its
    `canary_percent` is its share in the request's traffic list (absent from the list, or listed
    without a percent, is 0%), plus any "latest revision" entry's share (the new revision becomes
    the latest); no traffic list → unknown (None) for updates, 100 for creates (Cloud Run's
@@ -38,7 +46,8 @@ import re
 from datetime import datetime
 from typing import Any, Mapping
 
-from daemon.core.events import Deploy, Event, TrafficChanged
+from daemon.core.command_annotation import COMMAND_ANNOTATION, decode
+from daemon.core.events import Command, Deploy, Event, TrafficChanged
 from daemon.core.intake_fields import (
     Bad, Skip, Window, as_int, obj_at, parse_time, sane_time, short, str_at, type_name, wrong,
 )
@@ -52,6 +61,8 @@ V2_METHODS = {
     "google.cloud.run.v2.Services.UpdateService": "update",
     "google.cloud.run.v2.Services.CreateService": "create",
 }
+# Update-mask fields that change neither the template nor the traffic.
+_METADATA_ONLY = frozenset({"annotations", "labels", "description", "client", "client_version"})
 FAILED_SEVERITIES = frozenset({"ERROR", "CRITICAL", "ALERT", "EMERGENCY"})
 LATEST_TYPES = ("TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", 1, "1")
 # gcloud names its command in the user agent, e.g. "... command/gcloud.run.deploy".
@@ -93,6 +104,21 @@ def parse_audit(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, 
                                         labels if isinstance(labels, dict) else {}, api)
     user_agent = str_at(payload, "requestMetadata", "callerSuppliedUserAgent")
 
+    annotations = obj_at(service_obj, "metadata", "annotations") if api == "v1" else service_obj.get("annotations")
+    commands: list[Event] = []
+    if isinstance(annotations, dict) and COMMAND_ANNOTATION in annotations:
+        if not principal:
+            raise Bad("audit: a command annotation written without an authenticated principal")
+        request_ = decode(annotations[COMMAND_ANNOTATION], window, f"audit.request.service.annotations.{COMMAND_ANNOTATION}")
+        commands.append(Command(time=request_.issued, service=service, action=request_.action, by=principal,
+                                reason=request_.reason, command_id=request_.command_id, project=project,
+                                location=location))
+    paths = _mask_paths(request.get("updateMask", request.get("update_mask")))
+    if paths is not None and paths and all(p.split(".")[0] in _METADATA_ONLY for p in paths):
+        if commands:
+            return commands
+        raise Skip("an update of annotations or labels only: no deploy, no traffic change")
+
     served: list[_Target] | None = None
     if api == "v1":
         traffic = _traffic(obj_at(service_obj, "spec", "traffic"), "v1", "audit.request.service.spec.traffic")
@@ -108,7 +134,6 @@ def parse_audit(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, 
     else:
         traffic = _traffic(service_obj.get("traffic"), "v2", "audit.request.service.traffic")
         revision = _nonempty(obj_at(service_obj, "template", "revision"))
-        paths = _mask_paths(request.get("updateMask", request.get("update_mask")))
         traffic_only = paths is not None and not any(p == "template" or p.startswith("template.")
                                                      for p in paths)
         service_labels = service_obj.get("labels")
@@ -120,9 +145,9 @@ def parse_audit(entry: Mapping[str, Any], attributes: Mapping[str, str] | None, 
         detail = f"{method.rsplit('.', 1)[-1]} by {principal or 'unknown principal'}"
         if traffic:
             detail += ": " + ", ".join(t.describe() for t in traffic)
-        return [TrafficChanged(time=when, service=service, canary_percent=None, principal=principal,
-                               detail=detail)]
-    return [Deploy(
+        return commands + [TrafficChanged(time=when, service=service, canary_percent=None, principal=principal,
+                                          detail=detail)]
+    return commands + [Deploy(
         time=when, service=service, revision=revision,
         baseline=_baseline(traffic, revision) or _baseline(served, revision),
         project=project, location=location,

@@ -172,6 +172,7 @@ def parse_command(msg: Mapping[str, Any], window: Window, fallback: datetime | N
         action=action,
         by=req_str(msg, "by", "command.by"),
         reason=opt_str(msg, "reason", "command.reason"),
+        command_id=opt_str(msg, "command_id", "command.command_id"),
         project=opt_str(msg, "project", "command.project"),
         location=opt_str(msg, "location", "command.location"),
     )]

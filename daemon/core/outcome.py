@@ -157,6 +157,7 @@ def record_of(state: ServiceState) -> dict[str, str]:
     record[f"{p}open-alerts"] = ",".join(sorted(state.open_alerts))[:1000]
     record[f"{p}kill-switch"] = "on" if state.kill_switch else ""
     record[f"{p}blocking-incidents"] = ",".join(sorted(state.blocking_incidents))[:1000]
+    record[f"{p}commands-handled"] = ",".join(state.handled_commands)
     return record
 
 
@@ -188,4 +189,5 @@ def annotations_for(rollout: Rollout) -> dict[str, str]:
 ALL_KEYS = tuple(f"{ANNOTATION_PREFIX}{name}" for name in (
     "rollout-id", "status", "phase", "phase-started", "rollout-started", "canary", "baseline",
     "canary-percent", "hold-reason", "last-decision", "decisions", "paused", "rollback-from-percent",
-    "released", "open-alerts", "kill-switch", "blocking-incidents", "alerts-before-start"))
+    "released", "open-alerts", "kill-switch", "blocking-incidents", "alerts-before-start",
+    "commands-handled"))

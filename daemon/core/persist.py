@@ -124,9 +124,21 @@ def service_state_from_annotations(service: str, project: str, location: str,
     alerts = _alerts(annotations)
     kill_switch = annotations.get(f"{ANNOTATION_PREFIX}kill-switch") == "on"
     blocking = _alerts(annotations, "blocking-incidents")
-    if rollout is None and not alerts and not kill_switch and not blocking:
+    handled = _handled_commands(annotations)
+    if rollout is None and not alerts and not kill_switch and not blocking and not handled:
         return None
     stable = "" if rollout is None else rollout.canary if rollout.status is Status.COMPLETED else rollout.baseline
     return ServiceState(service=service, rollout=rollout, stable_revision=stable, project=project,
                         location=location, open_alerts=alerts, kill_switch=kill_switch,
-                        blocking_incidents=blocking)
+                        blocking_incidents=blocking, handled_commands=handled)
+
+
+def _handled_commands(annotations: Mapping[str, str]) -> tuple[str, ...]:
+    """The handled command ids; anything that is not a command id is dropped (it protects nothing)."""
+    from daemon.core.command_annotation import COMMAND_ID
+    from daemon.core.rollout import HANDLED_COMMANDS_KEPT
+
+    raw = annotations.get(f"{ANNOTATION_PREFIX}commands-handled", "")
+    ids = [part for part in raw.split(",")[-HANDLED_COMMANDS_KEPT:] if COMMAND_ID.fullmatch(part)] \
+        if isinstance(raw, str) and len(raw) <= 4096 else []
+    return tuple(ids)

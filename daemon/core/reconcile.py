@@ -21,7 +21,7 @@ from dataclasses import replace
 from daemon.core import progress
 from daemon.core.events import Resync
 from daemon.core.outcome import Builder, confirmed_record, durable_part, record_of
-from daemon.core.rollout import Rollout, ServiceState, Status
+from daemon.core.rollout import HANDLED_COMMANDS_KEPT, Rollout, ServiceState, Status
 from policies.model import Policy
 
 Result = tuple[ServiceState, Builder, str]
@@ -49,7 +49,8 @@ def on_resync(state: ServiceState, event: Resync, policy: Policy) -> Result:
                      blocking_incidents=found.blocking_incidents,
                      project=found.project or state.project, location=found.location or state.location,
                      stable_revision=found.stable_revision or state.stable_revision,
-                     unsaved=False, save_retry_at=None, confirmed=confirmed_record(found))
+                     unsaved=False, save_retry_at=None, confirmed=confirmed_record(found),
+                     handled_commands=_handled(state.handled_commands, found.handled_commands))
     local, record = state.rollout, found.rollout
     rollout = _adopt(local, record)
     if rollout is None:
@@ -69,6 +70,12 @@ def _older_than_ours(local: Rollout | None, record: Rollout | None) -> bool:
     if local.rollout_id != record.rollout_id:
         return record.started_at < local.started_at  # our newer rollout's first write has not landed yet
     return record.decisions_made < local.decisions_made
+
+
+def _handled(local: tuple[str, ...], recorded: tuple[str, ...]) -> tuple[str, ...]:
+    """Commands handled here or by another replica: both stay handled (the record's first)."""
+    merged = recorded + tuple(c for c in local if c not in recorded)
+    return merged[-HANDLED_COMMANDS_KEPT:]
 
 
 def _adopt(local: Rollout | None, record: Rollout | None) -> Rollout | None:

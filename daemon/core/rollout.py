@@ -214,6 +214,8 @@ class Rollout:
 # At most this many keys per service, whatever their times: a cap for services that never start a
 # rollout (deploys with traffic, traffic changes while idle) and for a rollout flooded with commands.
 DEDUP_LIMIT = 256
+# Command ids remembered on the service (36 characters each; annotations hold 256 KiB in all).
+HANDLED_COMMANDS_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,13 @@ class ServiceState:
     confirmed: tuple[tuple[str, str], ...] | None = None
     # (event time, key) of recent non-metric events, for de-duplication of redeliveries.
     recent_keys: tuple[tuple[datetime, tuple], ...] = ()
+    # Ids of the last commands handled (the `rollbackd.dev/command` annotation's id), saved on the
+    # service: a redelivered audit entry, or the same entry at a second replica, is not run twice.
+    handled_commands: tuple[str, ...] = ()
+
+    def with_handled(self, command_id: str) -> "ServiceState":
+        kept = tuple(c for c in self.handled_commands if c != command_id)
+        return replace(self, handled_commands=(kept + (command_id,))[-HANDLED_COMMANDS_KEPT:])
 
     @property
     def status(self) -> Status:

@@ -9,7 +9,6 @@ the table does not accept is rejected with a reason and the state is returned un
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import replace
 from datetime import datetime
 
@@ -22,6 +21,7 @@ from daemon.core.events import (ActionApplied, ActionFailed, Alert, Command, Dep
 from daemon.core.outcome import Builder, Step
 from daemon.core.rollout import IllegalTransition, Rollout, ServiceState, Status, accepts
 from policies.model import Policy
+from policies.principals import may_command_service
 
 
 def table_kind(event: Event) -> str:
@@ -66,9 +66,10 @@ def step(state: ServiceState, event: Event, policy: Policy, *, now: datetime | N
         if isinstance(event, ActionApplied):
             return _from(state, results.on_applied(state, event, policy), policy)
         if isinstance(event, GlobalState):
-            return _finish_step(state, replace(state, kill_switch=event.kill_switch,
-                                               blocking_incidents=event.blocking_incidents),
-                                Builder(switches=True), policy)
+            after = replace(state, kill_switch=event.kill_switch, blocking_incidents=event.blocking_incidents)
+            if event.command_id:
+                after = after.with_handled(event.command_id)
+            return _finish_step(state, after, Builder(switches=True), policy)
         if isinstance(event, Metrics):
             return _on_metrics(state, event, policy, present, actions_enabled)
         if isinstance(event, Tick):
@@ -314,12 +315,20 @@ def _on_alert(state: ServiceState, event: Alert, policy: Policy, actions_enabled
 # --- commands -------------------------------------------------------------------------------------
 
 def authorised(principal: str, policy: Policy) -> bool:
-    return any(fnmatch.fnmatchcase(principal, pattern) for pattern in policy.commands.authorized_principals)
+    """May this verified principal command a service? IAM (`run.services.update` on the service)
+    already let it write the command; a non-empty `authorized_principals` narrows it to whole
+    emails or `*@domain` (`policies.principals`: no patterns, strict email parsing)."""
+    return may_command_service(principal, policy.commands.authorized_principals)
 
 
 def _on_command(state: ServiceState, event: Command, policy: Policy, actions_enabled: bool) -> Step:
     rollout = state.rollout
     assert rollout is not None  # the table only accepts commands for active rollouts
+    if event.command_id and event.command_id in state.handled_commands:
+        return Step(state=state, note=f"duplicate command {event.command_id} (already handled)")
+    before = state
+    if event.command_id:  # saved on the service with the decision: a redelivery is not run twice
+        state = state.with_handled(event.command_id)
     out = Builder()
     kind = table_kind(event)
     why = f" ({event.reason})" if event.reason else ""
@@ -330,9 +339,9 @@ def _on_command(state: ServiceState, event: Command, policy: Policy, actions_ena
         out.commands.append(Notify(service=rollout.service, severity="WARNING",
                                    subject=f"{rollout.service}: refused command {event.action}",
                                    decision=out.decisions[-1].to_json()))
-        return _finish(state, rollout, out, policy)
+        return _finish(state, rollout, out, policy, before=before)
     if rollout.status is Status.ROLLING_BACK:  # only abort is accepted: retry the rollback now
-        return _from(state, results.retry_rollback(state, event.time, policy, force=True), policy)
+        return _from(before, results.retry_rollback(state, event.time, policy, force=True), policy)
     if event.action == "pause":
         after = rollout.moved(Status.HELD, kind, hold_reason="paused", paused=True)
         rollout = out.decide(rollout, after, policy=policy, time=event.time, action=HOLD,
@@ -357,7 +366,7 @@ def _on_command(state: ServiceState, event: Command, policy: Policy, actions_ena
         else:
             rollout = progress.promote(rollout, policy, event.time, f"promoted by {event.by}{why}", kind, out,
                                        actions_enabled=actions_enabled)
-    return _finish(state, rollout, out, policy)
+    return _finish(state, rollout, out, policy, before=before)
 
 
 # --- other writers and failures -------------------------------------------------------------------

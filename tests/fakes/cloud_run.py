@@ -17,6 +17,12 @@ still referenced by traffic (a percent or a tag) cannot be deleted (FAILED_PRECO
 Test helpers (`add_service`, `deploy_revision`, `set_traffic_by_hand`, `traffic_of`, ...) change the
 state directly, the way a human with gcloud would, and also move the etag. `requests` records every
 RPC and `faults` injects errors or slowness per method name.
+
+Identity and the audit trail, as Google does them at the wire: the caller is the email mapped from
+the request's `authorization: Bearer TOKEN` metadata (`tokens`, a test-only token → email table;
+no token is `anonymous_principal`, the daemon's own plain-text channel), an unknown token is
+UNAUTHENTICATED, and `audit_sink(entry)`, when set, receives the Admin Activity audit entry a Logging
+sink would publish for every accepted UpdateService (`simulations.audit_sink`), with that principal.
 """
 from __future__ import annotations
 
@@ -77,6 +83,12 @@ class CloudRunFake:
         self._counter = 0
         self._server: grpc.Server | None = None
         self.address = ""  # host:port once started
+        # Identity (see the module doc) and the sink that gets an audit entry per accepted update.
+        self.tokens: dict[str, str] = {}
+        self.anonymous_principal = ""
+        self.audit_sink: Any = None  # callable(entry dict) or None
+        self.clock: Any = None  # for the entries' timestamps (the tests' virtual clock)
+        self.callers: list[tuple[str, str]] = []  # (method, principal) of every authenticated call
         # Knobs for reliability tests.
         self.lro_polls_to_done = 1  # GetOperation polls before an LRO completes
         self.stall_reconcile = False  # when True, traffic_statuses never catch up with traffic
@@ -363,6 +375,34 @@ class CloudRunFake:
         self.requests.add(method, request)
         self.faults.apply(method, context)
 
+    def _principal(self, method: str, context: grpc.ServicerContext) -> str:
+        """Who is calling: Google authenticates the bearer token; here a test table maps it."""
+        header = next((value for key, value in context.invocation_metadata() if key == "authorization"), "")
+        if not header:
+            principal = self.anonymous_principal
+        elif header.startswith("Bearer ") and header[7:] in self.tokens:
+            principal = self.tokens[header[7:]]
+        else:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials.")
+        self.callers.append((method, principal))
+        return principal
+
+    def _audit(self, request: run_v2.UpdateServiceRequest, principal: str, operation: str) -> None:
+        """What the Logging sink publishes for an accepted update (outside the lock: it may block)."""
+        if self.audit_sink is None:
+            return
+        from google.protobuf import json_format
+
+        from simulations.audit_sink import update_service_entry
+
+        project, location, service = request.service.name.split("/")[1::2]
+        at = self.clock.now() if self.clock is not None else datetime.now(timezone.utc)
+        entry = update_service_entry(
+            project=project, location=location, service=service, principal=principal, at=at, operation_id=operation,
+            request_service=json_format.MessageToDict(run_v2.Service.pb(request.service)),
+            update_mask=list(request.update_mask.paths))
+        self.audit_sink(entry)
+
     def _get_service(self, request: run_v2.GetServiceRequest, context: grpc.ServicerContext) -> run_v2.Service:
         self._enter("GetService", request, context)
         with self._lock:
@@ -388,6 +428,14 @@ class CloudRunFake:
     def _update_service(self, request: run_v2.UpdateServiceRequest,
                         context: grpc.ServicerContext) -> operations_pb2.Operation:
         self._enter("UpdateService", request, context)
+        principal = self._principal("UpdateService", context)
+        operation = self._update_locked(request, context)
+        if operation.name:
+            self._audit(request, principal, operation.name)
+        return operation
+
+    def _update_locked(self, request: run_v2.UpdateServiceRequest,
+                       context: grpc.ServicerContext) -> operations_pb2.Operation:
         wanted = request.service
         with self._lock:
             svc = self._services.get(wanted.name)

@@ -197,14 +197,19 @@ def running_emulator() -> Iterator[str]:
 # --- topics and publishing ------------------------------------------------------------------------
 @dataclass
 class Topics:
-    """An events topic + subscription (the daemon's) and a notification topic + subscription (the
-    test's), fresh on the emulator."""
+    """The daemon's three sources, each a topic + subscription (`events`/`subscription` is the audit
+    sink's, `incidents`, `metrics`), and a notification topic + subscription (the test's), fresh on
+    the emulator."""
 
     events: str
     subscription: str
     notify: str
     notify_subscription: str
     project: str = PROJECT
+    incidents: str = ""
+    incidents_subscription: str = ""
+    metrics: str = ""
+    metrics_subscription: str = ""
 
     @staticmethod
     def create(prefix: str = "e2e", project: str = PROJECT) -> "Topics":
@@ -213,10 +218,14 @@ class Topics:
         tag = f"{prefix}-{uuid.uuid4().hex[:8]}-{next(_names)}"
         topics = Topics(f"projects/{project}/topics/events-{tag}", f"projects/{project}/subscriptions/rollbackd-{tag}",
                         f"projects/{project}/topics/notify-{tag}", f"projects/{project}/subscriptions/notify-{tag}",
-                        project)
+                        project, f"projects/{project}/topics/incidents-{tag}",
+                        f"projects/{project}/subscriptions/incidents-{tag}", f"projects/{project}/topics/metrics-{tag}",
+                        f"projects/{project}/subscriptions/metrics-{tag}")
         publisher, subscriber = make_publisher(), make_subscriber()
         try:
             ensure_subscription(publisher, subscriber, topics.events, topics.subscription, ordering=True)
+            ensure_subscription(publisher, subscriber, topics.incidents, topics.incidents_subscription, ordering=True)
+            ensure_subscription(publisher, subscriber, topics.metrics, topics.metrics_subscription, ordering=True)
             ensure_subscription(publisher, subscriber, topics.notify, topics.notify_subscription, ordering=True)
         finally:
             subscriber.close()
@@ -252,10 +261,12 @@ class Topics:
 class Publisher:
     """One ordered PublisherClient for a test; events keyed by service, as production publishes."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, metrics_topic: str = "") -> None:
+        """`topic` for everything but native metrics, which go to `metrics_topic` (default `topic`)."""
         from daemon.adapters.pubsub_source import make_publisher
 
         self.topic = topic
+        self.metrics_topic = metrics_topic or topic
         self.client = make_publisher()
 
     def publish_json(self, body: Mapping[str, Any], *, key: str = "", attributes: Mapping[str, str] | None = None,
@@ -270,8 +281,9 @@ class Publisher:
                                      attributes={"logging.googleapis.com/timestamp": entry["timestamp"]}))
 
     def publish_metrics(self, metrics: Metrics, wait: bool = True) -> Any:
-        return self.publish_json(event_to_json(metrics), key=metrics.service, attributes={"type": "metrics"},
-                                 wait=wait)
+        future = self.client.publish(self.metrics_topic, json.dumps(event_to_json(metrics), sort_keys=True).encode(),
+                                     ordering_key=metrics.service, type="metrics")
+        return future.result(timeout=30) if wait else future
 
 
 # --- settings ---------------------------------------------------------------------------------------
@@ -279,13 +291,59 @@ def live_settings(fakes: Fakes, topics: Topics, journal: str | os.PathLike[str],
     """Settings for `run_live` against the fakes: short test policy, ephemeral /metrics port,
     one-minute ticks, Monitoring minutes counted complete after 60 s."""
     values: dict[str, Any] = dict(
-        project=fakes.project, locations=(fakes.location,), subscription=topics.subscription,
-        events_topic=topics.events, notify_topic=topics.notify, policy=SHORT_POLICY, principal=PRINCIPAL,
+        project=fakes.project, locations=(fakes.location,), audit_subscription=topics.subscription,
+        incidents_subscription=topics.incidents_subscription, notify_topic=topics.notify, policy=SHORT_POLICY, principal=PRINCIPAL,
         metrics_mode="monitoring", http_port=0, journal=str(journal), tick_interval=60, monitoring_settle=60,
         run_endpoint=fakes.cloud_run.address, monitoring_endpoint=fakes.monitoring.address,
         logging_endpoint=fakes.logging.address)
+    if overrides.get("metrics_mode") in ("pubsub", "both"):
+        values["metrics_subscription"] = topics.metrics_subscription
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+def incident_notification(service: str, incident_id: str, state: str, at: datetime, *, project: str = PROJECT,
+                          revision: str = "", policy_name: str = "checkout 5xx") -> dict[str, Any]:
+    """A Cloud Monitoring notification (schema 1.2, gcp-formats.md §1b) for the incidents topic."""
+    epoch = int(at.timestamp())
+    return {"version": "1.2", "incident": {
+        "incident_id": incident_id, "scoping_project_id": project, "state": state, "policy_name": policy_name,
+        "started_at": epoch, "ended_at": epoch if state == "closed" else None, "summary": f"{policy_name} {state}",
+        "resource": {"type": "cloud_run_revision", "labels": {"project_id": project, "service_name": service,
+                                                              "revision_name": revision, "location": LOCATION}}}}
+
+
+# --- identity and the audit trail ----------------------------------------------------------------
+# Test-only bearer tokens the Cloud Run fake maps to principals (Google authenticates real ones).
+TOKENS = {"token-alice": "alice@example.com", "token-mallory": "mallory@evil.test",
+          "token-bob": "bob@example.com", "token-sre": "sre@example.com",
+          "token-mallory-example": "mallory@evil.example",
+          "token-tricky": "mallory@evil.example (x)@olympuscloud.ai"}
+
+
+def connect_audit_sink(fakes: Fakes, topics: Topics, clock: Any) -> None:
+    """Make the Cloud Run fake act like Google plus a Logging sink: callers are identified by their
+    bearer token (no token: the daemon's own service account) and every accepted update is published
+    as its Admin Activity audit entry to the audit topic."""
+    publisher = Publisher(topics.events)
+
+    def publish(entry: Mapping[str, Any]) -> None:
+        # A Logging sink publishes without ordering keys: entries may arrive in any order.
+        publisher.publish_json(entry, attributes={"logging.googleapis.com/timestamp": entry["timestamp"]})
+
+    run = fakes.cloud_run
+    run.tokens, run.anonymous_principal, run.clock, run.audit_sink = dict(TOKENS), PRINCIPAL, clock, publish
+
+
+def ctl_as(token: str, argv: list[str], fakes: Fakes, clock: Any) -> tuple[int, str, str]:
+    """`rollbackd ctl ARGV` run by whoever `token` belongs to, against the Cloud Run fake."""
+    from daemon.ctl import ctl_main
+
+    out, err = io.StringIO(), io.StringIO()
+    env = {"ROLLBACKD_RUN_ENDPOINT": fakes.cloud_run.address, "ROLLBACKD_ACCESS_TOKEN": token,
+           "ROLLBACKD_PROJECT": fakes.project, "PATH": ""}
+    code = ctl_main(argv + ["--region", fakes.location], out, err, env=env, clock=clock)
+    return code, out.getvalue(), err.getvalue()
 
 
 def write_config(settings: Settings | Mapping[str, Any], path: str | os.PathLike[str]) -> str:

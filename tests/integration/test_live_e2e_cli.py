@@ -23,7 +23,7 @@ def fakes() -> Iterator[Fakes]:
 
 
 def base_config(fakes: Fakes, tmp: Path) -> dict[str, Any]:
-    return {"project": fakes.project, "locations": [fakes.location], "subscription": "rollbackd",
+    return {"project": fakes.project, "locations": [fakes.location], "audit_subscription": "rollbackd-audit",
             "principal": "rollbackd@shop-e2e.iam.gserviceaccount.com", "http_port": 0,
             "journal": str(tmp / "state" / "journal.jsonl"), "run_endpoint": fakes.cloud_run.address,
             "monitoring_endpoint": fakes.monitoring.address, "logging_endpoint": fakes.logging.address}
@@ -47,6 +47,10 @@ BAD: dict[str, tuple[Any, str]] = {
     "port-out-of-range": (lambda c, t: {**c, "http_port": 70000}, "http_port"),
     "missing-policy-file": (lambda c, t: {**c, "policy": str(t / "nope.yaml")}, "nope.yaml"),
     "invalid-policy-file": (lambda c, t: {**c, "policy": _policy_with_syntax_error(t)}, "broken-policy.yaml"),
+    # An old config with one shared subscription: told which settings replace it (issue 12).
+    "old-single-subscription": (lambda c, t: {**{k: v for k, v in c.items() if k != "audit_subscription"},
+                                              "subscription": "rollbackd"}, "audit_subscription"),
+    "metrics-over-pubsub-without-subscription": (lambda c, t: {**c, "metrics_mode": "pubsub"}, "metrics_subscription"),
 }
 
 

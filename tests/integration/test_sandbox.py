@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon.sandbox import SUBSCRIPTION, TOPIC
+from daemon.sandbox import SUBSCRIPTIONS, TOPICS
 from tests.integration.live_harness import REPO, run_cli, subprocess_env, wait_until
 
 SPEED = "600"
@@ -68,12 +68,13 @@ def _delete_sandbox_topic_and_subscription() -> tuple[Any, Any]:
     from google.cloud import pubsub_v1
 
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    for delete in (lambda: subscriber.delete_subscription(subscription=SUBSCRIPTION),
-                   lambda: publisher.delete_topic(topic=TOPIC)):
-        try:
-            delete()
-        except gexc.NotFound:
-            pass
+    for source in TOPICS:
+        for delete in (lambda: subscriber.delete_subscription(subscription=SUBSCRIPTIONS[source]),
+                       lambda: publisher.delete_topic(topic=TOPICS[source])):
+            try:
+                delete()
+            except gexc.NotFound:
+                pass
     return publisher, subscriber
 
 
@@ -82,13 +83,14 @@ def test_sandbox_through_the_emulator_creates_topic_and_subscription(pubsub_emul
 
     publisher, subscriber = _delete_sandbox_topic_and_subscription()
     with pytest.raises(gexc.NotFound):
-        subscriber.get_subscription(subscription=SUBSCRIPTION)
+        subscriber.get_subscription(subscription=SUBSCRIPTIONS["audit"])
     done = run_cli(["run", "--sandbox", "--speed", SPEED, "--json"], timeout_s=120)
     assert done.returncode == 0, done.stderr
     assert outcomes(decisions(done.stdout)) == EXPECTED
-    assert publisher.get_topic(topic=TOPIC).name == TOPIC
-    created = subscriber.get_subscription(subscription=SUBSCRIPTION)
-    assert created.topic == TOPIC and created.enable_message_ordering
+    for source, topic in TOPICS.items():  # one topic and subscription per source, as in production
+        assert publisher.get_topic(topic=topic).name == topic
+        created = subscriber.get_subscription(subscription=SUBSCRIPTIONS[source])
+        assert created.topic == topic and created.enable_message_ordering
     subscriber.close()
 
 
@@ -98,31 +100,36 @@ def test_sandbox_events_travel_through_the_emulator_topic(pubsub_emulator: str) 
     from google.api_core import exceptions as gexc
 
     publisher, subscriber = _delete_sandbox_topic_and_subscription()
-    publisher.create_topic(name=TOPIC)
-    tap = SUBSCRIPTION.replace("/rollbackd", "/tap-test")
-    try:
-        subscriber.delete_subscription(subscription=tap)
-    except gexc.NotFound:
-        pass
-    subscriber.create_subscription(request={"name": tap, "topic": TOPIC})
+    taps = []
+    for source, topic in TOPICS.items():
+        publisher.create_topic(name=topic)
+        tap = SUBSCRIPTIONS[source].replace("/rollbackd-", "/tap-test-")
+        try:
+            subscriber.delete_subscription(subscription=tap)
+        except gexc.NotFound:
+            pass
+        subscriber.create_subscription(request={"name": tap, "topic": topic})
+        taps.append((source, tap))
     done = run_cli(["run", "--sandbox", "--speed", SPEED, "--json", "--scenario", "bad-canary"], timeout_s=120)
     assert done.returncode == 0, done.stderr
     assert outcomes(decisions(done.stdout)) == {"checkout": ("rolling-back", 0)}  # alone, it keeps its name
-    kinds: dict[str, int] = {}
-    while True:
-        response = subscriber.pull(request={"subscription": tap, "max_messages": 1000}, timeout=5)
-        if not response.received_messages:
-            break
-        subscriber.acknowledge(request={"subscription": tap,
-                                        "ack_ids": [m.ack_id for m in response.received_messages]})
-        for received in response.received_messages:
-            body = json.loads(received.message.data)
-            kind = "audit" if "protoPayload" in body else body.get("type", "?")
-            kinds[kind] = kinds.get(kind, 0) + 1
-    subscriber.delete_subscription(subscription=tap)
+    kinds: dict[tuple[str, str], int] = {}
+    for source, tap in taps:
+        while True:
+            response = subscriber.pull(request={"subscription": tap, "max_messages": 1000}, timeout=5)
+            if not response.received_messages:
+                break
+            subscriber.acknowledge(request={"subscription": tap,
+                                            "ack_ids": [m.ack_id for m in response.received_messages]})
+            for received in response.received_messages:
+                body = json.loads(received.message.data)
+                kind = (source, "audit" if "protoPayload" in body else body.get("type", "?"))
+                kinds[kind] = kinds.get(kind, 0) + 1
+        subscriber.delete_subscription(subscription=tap)
     subscriber.close()
-    assert kinds.get("audit") == 1
-    assert kinds.get("metrics", 0) >= 10  # both revisions, every minute until the rollback
+    assert kinds.get(("audit", "audit")) == 1  # each source on its own topic
+    assert kinds.get(("metrics", "metrics"), 0) >= 10  # both revisions, every minute until the rollback
+    assert set(kinds) == {("audit", "audit"), ("metrics", "metrics")}
 
 
 def test_state_dir_restart_after_sigkill_continues(uninterrupted, tmp_path: Path) -> None:
@@ -164,3 +171,23 @@ def test_state_dir_restart_after_sigkill_continues(uninterrupted, tmp_path: Path
                 if r.get("type") == "decision" and r["service"] == service]
     for service in EXPECTED:
         assert steps(journal(state), service) == steps(journal(whole_state), service)
+
+
+def test_sandbox_commands_take_the_production_path() -> None:
+    """`--command` is what `rollbackd ctl` does live: the annotation written on the simulated Cloud
+    Run as a principal, its audit entry parsed, read back and authorised by the daemon's own code."""
+    done = run_cli(["run", "--sandbox", "--speed", SPEED, "--json", "--command", "3:pause:checkout",
+                    "--command", "30:resume:checkout", "--command", "4:abort:payments:mallory@evil.example"],
+                   timeout_s=120)
+    assert done.returncode == 0, done.stderr
+    records = decisions(done.stdout)
+    reasons = {(r["service"], r["action"]): r["reason"] for r in records if r.get("type") == "decision"}
+    assert reasons[("checkout", "hold")] == "paused by sre@olympuscloud.ai (sandbox --command)"
+    assert reasons[("checkout", "resume")].startswith("resumed by sre@olympuscloud.ai")
+    assert "refused 'abort' from mallory@evil.example" in reasons[("payments", "refuse")]
+    assert outcomes(records) == EXPECTED
+
+
+def test_a_malformed_sandbox_command_is_one_line() -> None:
+    done = run_cli(["run", "--sandbox", "--command", "soon:pause:checkout"], timeout_s=60)
+    assert done.returncode == 2 and "MINUTE:ACTION:SERVICE" in done.stderr and "Traceback" not in done.stderr

@@ -37,8 +37,9 @@ from daemon.cli import main as cli_main
 from daemon.core.commands import ANNOTATION_PREFIX as P
 from daemon.live import LiveClients, print_status
 from tests.fakes.monitoring import REQUEST_COUNT
-from tests.integration.live_harness import (MANAGED, START, Fakes, LiveDaemon, Publisher, RevisionProfile,
-                                            SharedClock, Topics, TrafficFeeder, audit_replace_service,
+from tests.integration.live_harness import (MANAGED, START, TOKENS, Fakes, LiveDaemon, Publisher, RevisionProfile,
+                                            SharedClock, Topics, TrafficFeeder, audit_replace_service, connect_audit_sink,
+                                            ctl_as,
                                             journal_records, live_settings, monitoring_sink, wait_until)
 
 pytestmark = pytest.mark.integration
@@ -92,9 +93,11 @@ def deploy_entry(clock: SharedClock) -> dict:
     return entry
 
 
-def command(clock: SharedClock, action: str, by: str, reason: str, service: str = "checkout") -> dict:
-    return {"type": "command", "time": clock.now().isoformat().replace("+00:00", "Z"), "service": service,
-            "action": action, "by": by, "reason": reason}
+def command(fakes: Fakes, clock: SharedClock, action: str, by: str, reason: str, service: str = "checkout") -> None:
+    """`rollbackd ctl` as `by` (its test token): the annotation on the service, the sink's audit entry."""
+    token = next(token for token, email in TOKENS.items() if email == by)
+    code, _, err = ctl_as(token, [action, service, "--reason", reason], fakes, clock)
+    assert code == 0, err
 
 
 def seed_cloud_run(fakes: Fakes, clock: SharedClock) -> None:
@@ -137,6 +140,7 @@ def test_no_seeded_credential_reaches_any_output(pubsub_emulator: str, tmp_path:
     with Fakes(clock) as fakes:
         topics = Topics.create("secrets")
         settings = live_settings(fakes, topics, tmp_path / "journal.jsonl")
+        connect_audit_sink(fakes, topics, clock)
         seed_cloud_run(fakes, clock)
         # Stamped ahead: whenever (in virtual time) the rollback comes, they are inside its query window.
         fakes.seed_error_logs("checkout", CANARY, ERROR_LINES, clock.now() + timedelta(minutes=60))
@@ -150,25 +154,21 @@ def test_no_seeded_credential_reaches_any_output(pubsub_emulator: str, tmp_path:
                 entry = deploy_entry(clock)
                 publisher.publish_deploy(entry)
                 wait_until(lambda: live.decisions("checkout"), 30, "the rollout to start")
-                publisher.publish_json(command(clock, "pause", "sre@example.com",
-                                               f"rotating creds, password={S['pause reason']}"), key="checkout")
+                command(fakes, clock, "pause", "sre@example.com", f"rotating creds, password={S['pause reason']}")
                 wait_until(lambda: any(d.get("trigger") == "command:pause" for d in live.decisions("checkout")),
                            30, "the pause decision")
-                publisher.publish_json(command(clock, "resume", "sre@example.com",
-                                               f"done, see https://x.example/cb?token={S['resume reason']}"),
-                                       key="checkout")
-                publisher.publish_json(command(clock, "abort", "mallory@evil.example",
-                                               f"Authorization: Bearer {S['refused reason']}"), key="checkout")
+                command(fakes, clock, "resume", "sre@example.com",
+                        f"done, see https://x.example/cb?token={S['resume reason']}")
+                command(fakes, clock, "abort", "mallory@evil.example", f"Authorization: Bearer {S['refused reason']}")
                 # An authorised abort rolls the canary back: its reason is in the last-decision annotation.
-                publisher.publish_json(command(clock, "abort", "sre@example.com",
-                                               f"bad build; client_secret={S['abort reason']}"), key="checkout")
+                command(fakes, clock, "abort", "sre@example.com", f"bad build; client_secret={S['abort reason']}")
                 publisher.client.publish(topics.events, f"not json api_key={S['not json']}".encode(),
                                          ordering_key="checkout").result(timeout=30)
                 wait_until(lambda: any(d["action"] == "rollback" for d in live.decisions("checkout")), 60,
                            "the rollback")
                 wait_until(lambda: fakes.cloud_run.traffic_of("checkout")[BASELINE] == 100, 15, "100% baseline")
                 notes = topics.pull_notifications(1)
-                publisher.publish_json({"version": "1.2", "incident": {
+                Publisher(topics.incidents).publish_json({"version": "1.2", "incident": {
                     "incident_id": "0.n1", "state": "open", "started_at": int(clock.now().timestamp()) - 60,
                     "policy_name": "checkout 5xx",
                     "summary": f"5xx high; dashboard https://admin:{S['incident summary']}@grafana.internal",

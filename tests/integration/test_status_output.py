@@ -29,7 +29,7 @@ def fakes() -> Iterator[Fakes]:
 
 def status(fakes: Fakes, *args: bool) -> str:
     settings = Settings.model_validate({
-        "project": fakes.project, "locations": [fakes.location], "subscription": "s", "principal": "r@x",
+        "project": fakes.project, "locations": [fakes.location], "audit_subscription": "s", "principal": "r@x",
         "run_endpoint": fakes.cloud_run.address, "monitoring_endpoint": fakes.monitoring.address,
         "logging_endpoint": fakes.logging.address})
     out = io.StringIO()

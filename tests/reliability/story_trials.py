@@ -33,8 +33,6 @@ alert and kill-switch windows; and decision numbers 1..N per rollout in a daemon
 """
 from __future__ import annotations
 
-import io
-import os
 import random
 import threading
 import time
@@ -43,8 +41,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daemon.core.commands import ANNOTATION_PREFIX as P
-from tests.integration.live_harness import (SHORT_POLICY, START, Fakes, LiveProcess, Publisher,
-                                            RevisionProfile,
+from tests.integration.live_harness import (PRINCIPAL, SHORT_POLICY, START, TOKENS, Fakes, LiveProcess, Publisher,
+                                            RevisionProfile, incident_notification,
                                             SharedClock, Topics, TrafficFeeder, audit_replace_service,
                                             journal_records, live_settings, monitoring_sink, wait_until,
                                             write_config)
@@ -171,9 +169,12 @@ class Script:
         self.clock, self.fakes, self.topics, self.rng = clock, fakes, topics, rng
         self.run = fakes.cloud_run
         self.publishers = [Publisher(t.events) for t in topics]
+        self.incidents = [Publisher(t.incidents) for t in topics]
         self.sent = Sent()
-        for publisher in self.publishers:
+        for publisher in self.publishers + self.incidents:
             publisher.client = self.sent.wrap(publisher.client)
+        self.run.tokens, self.run.anonymous_principal, self.run.clock = dict(TOKENS), PRINCIPAL, clock
+        self.run.audit_sink = self.sink
         self.windows = Windows()
         self.done = [threading.Event() for _ in self.STEPS]
         # Which daemons are up (cleared while one is dead): messages go only to a live one's topic.
@@ -219,20 +220,26 @@ class Script:
         return self.publishers[self.rng.choice(up)]
 
     def ctl(self, action: str, service: str, reason: str) -> None:
-        from daemon.ctl import ctl_main, make_publisher
+        """`rollbackd ctl` as the operator: the annotation on the Cloud Run fake, whose audit entry
+        reaches one live replica's audit topic (`sink`). The kill switch is written on any service."""
+        from tests.integration.live_harness import ctl_as
 
-        out, err = io.StringIO(), io.StringIO()
-        env = {"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"], "PATH": ""}
-        topic = self.publisher().topic
-        code = ctl_main([action, service, "--reason", reason, "--by", OPERATOR, "--topic", topic], out, err,
-                        env=env, clock=self.clock,
-                        publisher_factory=lambda env: self.sent.wrap(make_publisher(env)))
-        assert code == 0, err.getvalue()
+        token = next(token for token, email in TOKENS.items() if email == OPERATOR)
+        code, _, err = ctl_as(token, [action, SERVICES[0] if service == "*" else service, "--reason", reason],
+                              self.fakes, self.clock)
+        assert code == 0, err
+
+    def sink(self, entry: dict[str, Any]) -> None:
+        """The Logging sink, for the humans' updates (rollbackd's own entries are ignored anyway)."""
+        if entry["protoPayload"].get("authenticationInfo", {}).get("principalEmail") == PRINCIPAL:
+            return
+        self.publisher().publish_json(entry, attributes={"logging.googleapis.com/timestamp": entry["timestamp"]})
 
     def alert(self, state: str) -> None:
-        event = {"type": "alert", "time": self.clock.now().isoformat(), "service": "alerted",
-                 "incident_id": "inc-11", "state": state, "policy_name": "alerted 5xx"}
-        self.publisher().publish_json(event, key="alerted")
+        up = wait_until(lambda: [n for n, event in enumerate(self.alive) if event.is_set()], STEP_WAIT_S,
+                        "a daemon to be up")
+        self.incidents[self.rng.choice(up)].publish_json(
+            incident_notification("alerted", "inc-11", state, self.clock.now(), policy_name="alerted 5xx"))
 
     def _step(self, index: int, condition: Callable[[], Any], what: str, act: Callable[[], None]) -> None:
         wait_until(condition, STEP_WAIT_S, f"step '{self.STEPS[index]}': {what}")
@@ -387,6 +394,8 @@ def fresh_subscription(topics: Topics, incarnation: int) -> str:
     publisher, subscriber = make_publisher(), make_subscriber()
     try:
         ensure_subscription(publisher, subscriber, topics.events, path, ordering=True)
+        ensure_subscription(publisher, subscriber, topics.incidents, f"{topics.incidents_subscription}-{incarnation}",
+                            ordering=True)
     finally:
         subscriber.close()
     return path
@@ -421,7 +430,9 @@ def run_trial(tmp: Path, *, seed: int, replicas: int = 1, kills: int = 1) -> Tri
         def config(n: int) -> str:
             subscription = topics[n].subscription if incarnations[n] == 0 else \
                 fresh_subscription(topics[n], incarnations[n])
-            settings = live_settings(fakes, topics[n], journals[n], policy=policy, subscription=subscription)
+            incidents = topics[n].incidents_subscription + ("" if incarnations[n] == 0 else f"-{incarnations[n]}")
+            settings = live_settings(fakes, topics[n], journals[n], policy=policy, audit_subscription=subscription,
+                                     incidents_subscription=incidents)
             return write_config(settings, tmp / f"rollbackd-{n}-{incarnations[n]}.yaml")
 
         feeder = TrafficFeeder(clock, fakes.cloud_run, monitoring_sink(fakes.monitoring), seed=seed)
@@ -455,6 +466,7 @@ def run_trial(tmp: Path, *, seed: int, replicas: int = 1, kills: int = 1) -> Tri
                 incarnations[victim] += 1
                 restart_config = config(victim)
                 script.sent.replay(topics[victim].events, killed_at - REPLAY_S)
+                script.sent.replay(topics[victim].incidents, killed_at - REPLAY_S)
                 log = tmp / f"daemon-{victim}-{incarnations[victim]}.log"
                 daemons[victim] = LiveProcess(restart_config, log, clock).start()
                 daemons[victim].port(60)

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from daemon.core.commands import ANNOTATION_PREFIX as P
-from tests.integration.live_harness import LiveDaemon, Publisher, audit_replace_service, live_settings, wait_until
+from tests.integration.live_harness import (LiveDaemon, Publisher, audit_replace_service, incident_notification,
+                                            live_settings, wait_until)
 from tests.reliability.test_live_rails import (BASELINE, BROKEN, CANARY, HEALTHY, OPERATOR, WAIT_S, World, ctl,
                                                last_status, start_rollout, wait_minutes, world)  # noqa: F401
 
@@ -26,8 +27,21 @@ def annotations(world: World, service: str = "checkout") -> dict[str, str]:
 
 
 def restarted(world: World, **overrides: Any) -> LiveDaemon:
-    """A new daemon process's worth of state: a fresh engine, restored from the annotations."""
-    return LiveDaemon(world.settings(**overrides), world.clock)
+    """A new daemon process's worth of state: a fresh engine, restored from the annotations. It reads
+    fresh subscriptions on the same topics: the emulator (0.8.20) keeps leasing messages to the
+    stopped daemon's stream until their ack deadline (60 s), which real Pub/Sub does not (see
+    story_trials.run_trial); nothing is published while it is down, so nothing is missed."""
+    from tests.reliability.story_trials import fresh_subscription
+
+    global _incarnation
+    _incarnation += 1
+    audit = fresh_subscription(world.topics, _incarnation)
+    return LiveDaemon(world.settings(audit_subscription=audit,
+                                     incidents_subscription=f"{world.topics.incidents_subscription}-{_incarnation}",
+                                     **overrides), world.clock)
+
+
+_incarnation = 0
 
 
 # --- 1. pause, hold, halt and the kill switch survive a restart -----------------------------------
@@ -153,21 +167,18 @@ def test_a_redeploy_at_25_percent_takes_over_the_old_canarys_share(world: World)
 # --- 6. an incident already open when the canary starts ------------------------------------------
 
 def test_an_incident_open_before_the_deploy_blocks_promotion(world: World) -> None:
-    publisher = Publisher(world.topics.events)
+    publisher = Publisher(world.topics.incidents)
     feeder = None
     try:
         with LiveDaemon(world.settings(), world.clock) as live:
-            publisher.publish_json({"type": "alert", "time": world.clock.now().isoformat(), "service": "checkout",
-                                    "incident_id": "inc-7", "state": "open", "policy_name": "checkout 5xx"},
-                                   key="checkout")
+            publisher.publish_json(incident_notification("checkout", "inc-7", "open", world.clock.now()))
             wait_until(lambda: annotations(world).get(f"{P}open-alerts") == "inc-7", WAIT_S, "the incident recorded")
             feeder = start_rollout(world)
             wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
             wait_minutes(world, 5)
             assert world.splits() == [5], "promoted during an incident that predates the canary"
             assert last_status(live) == "held"
-            publisher.publish_json({"type": "alert", "time": world.clock.now().isoformat(), "service": "checkout",
-                                    "incident_id": "inc-7", "state": "closed"}, key="checkout")
+            publisher.publish_json(incident_notification("checkout", "inc-7", "closed", world.clock.now()))
             wait_until(lambda: annotations(world).get(f"{P}status") == "completed", WAIT_S, "completion after")
     finally:
         if feeder is not None:

@@ -41,7 +41,7 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,8 +52,8 @@ from daemon.bootstrap import engine_factory
 from daemon.clock import VirtualClock
 from policies import load_default_policy
 from simulations.replay import replay_file
-from tests.integration.live_harness import (Fakes, LiveDaemon, Publisher, Topics, journal_records, live_settings,
-                                            wait_until)
+from tests.integration.live_harness import (Fakes, LiveDaemon, Publisher, Topics, audit_replace_service,
+                                            incident_notification, journal_records, live_settings, wait_until)
 from tests.reliability.event_faults import (FAULTS, MINUTE, TIMELY, Delivery, all_faults, clean_recording)
 from tests.reliability.test_event_faults import SKEW_FAULTS, decisions_by_service, write
 
@@ -167,15 +167,18 @@ def run_live_recording(deliveries: list[Delivery], tmp: Path, *, lose_ack: float
         topics = Topics.create("evfault")
         settings = live_settings(fakes, topics, tmp / "journal.jsonl", policy="", notify_topic="",
                                  metrics_mode="pubsub")
-        publisher = Publisher(topics.events)
+        publishers = {topic: Publisher(topic) for topic in (topics.events, topics.incidents, topics.metrics)}
         live = LiveDaemon(settings, clock).start()
         try:
-            source = live.daemon.sources[0]
-            tracker = Tracker(source._handle)  # noqa: SLF001 - the test's hook between Pub/Sub and the daemon
-            source._handle = tracker  # noqa: SLF001 - set before the source starts (in Daemon.run)
-            wait_until(lambda: source.ready, HANDLE_TIMEOUT_S, "the daemon to subscribe")
+            sources = live.daemon.sources
+            tracker = Tracker(sources[0]._handle)  # noqa: SLF001 - the test's hook between Pub/Sub and the daemon
+            for source in sources:  # one tracker's state for the three subscriptions, each its own handler
+                source._handle = replace(tracker, handle=source._handle)  # noqa: SLF001 - before Daemon.run starts it
+            tracker = sources[0]._handle  # noqa: SLF001
+            for source in sources:
+                wait_until(lambda: source.ready, HANDLE_TIMEOUT_S, "the daemon to subscribe")
             seqs = [str(n) for n in range(len(events))]
-            tracker.lose_ack = {s for s in seqs if rng.random() < lose_ack}
+            tracker.lose_ack.update(s for s in seqs if rng.random() < lose_ack)  # shared by the three
             next_tick = start.replace(second=0, microsecond=0) + MINUTE
 
             def tick_through(when: datetime) -> None:
@@ -192,14 +195,18 @@ def run_live_recording(deliveries: list[Delivery], tmp: Path, *, lose_ack: float
                 batch = list(group)
                 tick_through(at)
                 clock.advance_to(at)
-                futures = [publisher.publish_json(d.record, key=d.record.get("service", ""), wait=False,
-                                                  attributes={"type": d.record["type"], "test-seq": seq})
-                           for seq, d in batch]
+                futures = []
+                for seq, d in batch:
+                    topic, body = as_published(d, topics)
+                    futures.append(publishers[topic].publish_json(body, key=d.record.get("service", ""), wait=False,
+                                                                  attributes={"test-seq": seq}))
                 for future in futures:
                     future.result(timeout=30)
                 tracker.wait_acked([seq for seq, _ in batch])
             tick_through(end)
-            stats = source.stats
+            stats = sources[0].stats
+            for source in sources[1:]:
+                stats.nacked += source.stats.nacked
         finally:
             live.stop()
         journal = [r for r in journal_records(settings.journal) if r.get("type") == "decision"]
@@ -212,6 +219,25 @@ def run_live_recording(deliveries: list[Delivery], tmp: Path, *, lose_ack: float
         record.pop("location", None)
         by_service.setdefault(record["service"], []).append(json.dumps(record, sort_keys=True))
     return LiveRun(by_service, tracker, len(events), stats)
+
+
+def as_published(delivery: Delivery, topics: Topics) -> tuple[str, dict[str, Any]]:
+    """Where and how production would receive this recorded event: a deploy as the sink's audit
+    entry, an alert as Monitoring's notification, metrics as themselves on the metrics topic. A
+    native command or traffic change has no producer any more: it goes to the audit topic as it is,
+    where it is refused as the wrong format (in the recording none of them makes a decision)."""
+    record = delivery.record
+    if record["type"] == "deploy":
+        return topics.events, audit_replace_service(record["service"], record["revision"], record["baseline"],
+                                                    delivery.time)
+    if record["type"] == "alert":
+        body = incident_notification(record["service"], record["incident_id"], record["state"], delivery.time,
+                                     revision=record.get("revision", ""), policy_name=record.get("policy_name", ""))
+        body["incident"]["started_at"] = body["incident"]["ended_at"] = delivery.time.timestamp()
+        return topics.incidents, body
+    if record["type"] == "metrics":
+        return topics.metrics, record
+    return topics.events, record
 
 
 _EXPECTED: dict[str, dict[str, list[str]]] = {}

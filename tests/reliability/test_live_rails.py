@@ -8,7 +8,6 @@ received) and `accepted_updates` (every UpdateService it accepted).
 """
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.integration.live_harness import (PRINCIPAL, START, Fakes, LiveDaemon, Publisher, RevisionProfile,
+from tests.integration.live_harness import (PRINCIPAL, START, TOKENS, Fakes, LiveDaemon, Publisher, RevisionProfile,
                                             SharedClock, Topics, TrafficFeeder, audit_replace_service,
-                                            journal_records, live_settings, monitoring_sink, wait_until)
+                                            connect_audit_sink, ctl_as, journal_records, live_settings,
+                                            monitoring_sink, wait_until)
 from tests.reliability.engine_world import v2_update_entry
 
 SPEED = 120.0
@@ -53,7 +53,9 @@ def world(pubsub_emulator: str, tmp_path: Path) -> Iterator[World]:
     clock = SharedClock(START, speed=SPEED)
     with Fakes(clock) as fakes:
         fakes.add_managed_service("checkout", BASELINE)
-        yield World(clock, fakes, Topics.create("rel"), tmp_path)
+        topics = Topics.create("rel")
+        connect_audit_sink(fakes, topics, clock)
+        yield World(clock, fakes, topics, tmp_path)
 
 
 def start_rollout(world: World, canary: RevisionProfile = HEALTHY) -> TrafficFeeder:
@@ -77,14 +79,12 @@ def wait_minutes(world: World, minutes: float) -> None:
     wait_until(lambda: world.clock.now().timestamp() >= target, minutes * 60 / SPEED + 10, f"{minutes} minutes")
 
 
-def ctl(world: World, action: str, by: str, reason: str = "test") -> None:
-    from daemon.ctl import ctl_main
-
-    out, err = io.StringIO(), io.StringIO()
-    env = {"PUBSUB_EMULATOR_HOST": __import__("os").environ["PUBSUB_EMULATOR_HOST"], "PATH": ""}
-    code = ctl_main([action, "checkout", "--reason", reason, "--by", by, "--topic", world.topics.events],
-                    out, err, env=env, clock=world.clock)
-    assert code == 0, err.getvalue()
+def ctl(world: World, action: str, by: str, reason: str = "test", service: str = "checkout") -> None:
+    """`rollbackd ctl ACTION SERVICE` run by `by` (its test token): the annotation is written on the
+    Cloud Run fake, which publishes the audit entry the daemon reads."""
+    token = next(token for token, email in TOKENS.items() if email == by)
+    code, _, err = ctl_as(token, [action, service, "--reason", reason], world.fakes, world.clock)
+    assert code == 0, err
 
 
 # --- item 4: Cloud API faults ----------------------------------------------------------------------
@@ -306,11 +306,7 @@ def test_kill_switch_command_stops_actions_mid_rollout(world: World) -> None:
         feeder = start_rollout(world)
         try:
             wait_until(lambda: world.splits() == [5], WAIT_S, "phase 1")
-            from daemon.ctl import ctl_main
-
-            env = {"PUBSUB_EMULATOR_HOST": __import__("os").environ["PUBSUB_EMULATOR_HOST"], "PATH": ""}
-            assert ctl_main(["kill-switch-on", "*", "--reason", "incident", "--by", OPERATOR, "--topic",
-                             world.topics.events], io.StringIO(), io.StringIO(), env=env, clock=world.clock) == 0
+            ctl(world, "kill-switch-on", OPERATOR, "incident")
             wait_until(lambda: any(d["action"] == "kill-switch" for d in live.records()
                                    if d.get("type") == "decision"), WAIT_S, "the kill switch")
             wait_minutes(world, 6)

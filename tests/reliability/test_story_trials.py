@@ -74,14 +74,9 @@ def test_a_replica_that_learned_the_kill_switch_from_the_records_also_learns_it_
 
 
 def _ctl(world: Any, topic: str, action: str) -> None:
-    import io
-    import os
+    """`rollbackd ctl` as alice: the annotation on the service; the fake's audit entry goes to the
+    world's audit topic (replica A's), so only A hears it."""
+    from tests.integration.live_harness import ctl_as
 
-    from daemon.ctl import ctl_main
-
-    err = io.StringIO()
-    code = ctl_main([action, "*", "--reason", "test", "--by", "alice@example.com", "--topic", topic],
-                    io.StringIO(), err, env={"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"],
-                                             "PATH": ""},
-                    clock=world.clock)
-    assert code == 0, err.getvalue()
+    code, _, err = ctl_as("token-alice", [action, "checkout", "--reason", "test"], world.fakes, world.clock)
+    assert code == 0, err

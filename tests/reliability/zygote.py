@@ -79,8 +79,8 @@ def install_crash_point(spec: str) -> None:
         original_init = SandboxWorld.__init__
 
         def init(self: Any, services: Any, cloud: Any, publish: Any, *args: Any, **kwargs: Any) -> None:
-            def publishing(data: bytes) -> None:
-                publish(data)
+            def publishing(data: bytes, source: str) -> None:
+                publish(data, source)
                 hit()
             original_init(self, services, cloud, publishing, *args, **kwargs)
         SandboxWorld.__init__ = init  # type: ignore[method-assign]

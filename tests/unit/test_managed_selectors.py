@@ -210,7 +210,7 @@ def test_live_managed_check_follows_a_policy_reload_despite_its_cache() -> None:
 def test_the_opt_out_value_cannot_be_the_managed_label() -> None:
     from daemon.settings import SettingsError, load_settings
 
-    base = {"project": "p", "locations": ["eu"], "subscription": "s", "principal": "rb@p.iam"}
+    base = {"project": "p", "locations": ["eu"], "audit_subscription": "s", "principal": "rb@p.iam"}
     assert load_settings(None, env={}, overrides={**base, "managed_label": "deploy=auto"}).label == ("deploy", "auto")
     with pytest.raises(SettingsError, match="opt-out"):
         load_settings(None, env={}, overrides={**base, "managed_label": "rollbackd=disabled"})
