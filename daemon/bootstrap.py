@@ -137,7 +137,8 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
     # In-process bus: each message is handed in with its source, as each subscription does live.
     publish: Callable[[bytes, str], None] = lambda data, source: dispatcher.handle(data, source=source)
     if os.environ.get("PUBSUB_EMULATOR_HOST"):
-        publish, sources = _emulator_bus(dispatcher, clock, rng)
+        resuming = bool(journal_path and os.path.exists(journal_path))
+        publish, sources = _emulator_bus(dispatcher, clock, rng, fresh=not resuming)
     # The simulated Cloud Run publishes the audit entry of a person's update, as the sink would.
     cloud.audit_sink = lambda entry: publish(json.dumps(entry, sort_keys=True).encode(), "audit")
     world = SandboxWorld(services, cloud, publish, seed, world_path, commands=commands or [])
@@ -189,8 +190,13 @@ def run_sandbox(*, scenario: str, speed: float, state_dir: str | None, as_json: 
     return 0
 
 
-def _emulator_bus(dispatcher: Dispatcher, clock: Any,
-                  rng: random.Random) -> tuple[Callable[[bytes, str], None], list[Any]]:
+def _emulator_bus(dispatcher: Dispatcher, clock: Any, rng: random.Random, *,
+                  fresh: bool) -> tuple[Callable[[bytes, str], None], list[Any]]:
+    """The sandbox's events through the Pub/Sub emulator, one topic and subscription per source.
+    `fresh`: a new sandbox world (not resuming a state dir) starts from empty subscriptions, since
+    what an earlier world left unacknowledged (a killed run's deploys and metrics at the same virtual
+    times) belongs to another world. A resumed world keeps them: they are its own redeliveries."""
+    from google.api_core import exceptions as gexc
     from google.cloud import pubsub_v1
 
     from daemon.adapters.pubsub_source import PubSubEventSource, ensure_subscription
@@ -200,6 +206,11 @@ def _emulator_bus(dispatcher: Dispatcher, clock: Any,
         publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
     subscriber = pubsub_v1.SubscriberClient()
     for source, topic in TOPICS.items():
+        if fresh:
+            try:
+                subscriber.delete_subscription(subscription=SUBSCRIPTIONS[source])
+            except gexc.NotFound:
+                pass
         ensure_subscription(publisher, subscriber, topic, SUBSCRIPTIONS[source], ordering=True)
 
     def publish(data: bytes, source: str) -> None:

@@ -192,7 +192,7 @@ class SandboxWorld:
     def minute(self, at: datetime) -> None:
         while self.commands and at >= DEFAULT_START + timedelta(minutes=self.commands[0][0]):
             _, action, service, principal = self.commands.pop(0)
-            if service in self.cloud.services:
+            if self.cloud.find(service, SANDBOX_PROJECT, SANDBOX_LOCATION) is not None:
                 self.command(service, action, "sandbox --command", at, principal=principal)
         for index, s in enumerate(self.services.values()):
             if not s.deployed and at >= s.deploy_at:

@@ -49,7 +49,7 @@ class Sandbox:
             self.engine.tick(self.clock.now())
 
     def status(self) -> str:
-        return self.cloud.services["checkout"].annotations.get(f"{P}status", "")
+        return self.cloud.service("checkout").annotations.get(f"{P}status", "")
 
 
 class _NoLogs:
@@ -65,7 +65,7 @@ def test_a_sandbox_command_is_an_annotation_whose_audit_entry_pauses_the_rollout
     assert sandbox.status() == "phase"
     command_id = sandbox.world.command("checkout", "pause", "looking", sandbox.clock.now())
     assert sandbox.status() == "held"
-    annotations = sandbox.cloud.services["checkout"].annotations
+    annotations = sandbox.cloud.service("checkout").annotations
     assert annotations[f"{P}paused"] == "true" and command_id in annotations[f"{P}commands-handled"]
     commands = [r for r in sandbox.journal.records if r.get("type") == "command"]
     assert commands and commands[-1]["by"] == "sre@olympuscloud.ai" and commands[-1]["command_id"] == command_id

@@ -176,9 +176,12 @@ def test_state_dir_restart_after_sigkill_continues(uninterrupted, tmp_path: Path
 def test_sandbox_commands_take_the_production_path() -> None:
     """`--command` is what `rollbackd ctl` does live: the annotation written on the simulated Cloud
     Run as a principal, its audit entry parsed, read back and authorised by the daemon's own code."""
+    # The in-process bus (the dispatcher's own path; no emulator): a second sandbox world started on
+    # an emulator another world already used loses a deploy and hangs, on main before this test too
+    # (see the closing note of issue 12); the emulator bus has its own tests above.
     done = run_cli(["run", "--sandbox", "--speed", SPEED, "--json", "--command", "3:pause:checkout",
                     "--command", "30:resume:checkout", "--command", "4:abort:payments:mallory@evil.example"],
-                   timeout_s=120)
+                   env={"PUBSUB_EMULATOR_HOST": None}, timeout_s=120)
     assert done.returncode == 0, done.stderr
     records = decisions(done.stdout)
     reasons = {(r["service"], r["action"]): r["reason"] for r in records if r.get("type") == "decision"}
