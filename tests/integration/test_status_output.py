@@ -73,7 +73,7 @@ def test_status_names_the_region_and_never_picks_one_of_two_same_named_services(
                                     annotations={f"{P}status": "phase",
                                                  f"{P}phase": "1" if canary_percent == 5 else "3"})
     settings = Settings.model_validate({
-        "project": fakes.project, "locations": [fakes.location, "us-central1"], "subscription": "s",
+        "project": fakes.project, "locations": [fakes.location, "us-central1"], "audit_subscription": "s",
         "principal": "r@x", "run_endpoint": fakes.cloud_run.address,
         "monitoring_endpoint": fakes.monitoring.address, "logging_endpoint": fakes.logging.address})
     clients = LiveClients(settings)

@@ -134,7 +134,8 @@ def test_forged_deploy_labels_cannot_choose_a_relaxed_override(world: World) -> 
         Publisher(world.topics.events).publish_deploy(entry)
         wait_until(lambda: world.splits(), WAIT_S, "the first step")
         wait_minutes(world, 2)
-        assert live.engine.labels["checkout"] == {"rollbackd": "enabled"}
+        labels = {key.name: value for key, value in live.engine.labels.items()}  # keyed by ServiceId
+        assert labels["checkout"] == {"rollbackd": "enabled"}
         assert len(live.engine.policy_for("checkout").phases) == 4
     assert world.splits() == [5], "the forged labels chose the relaxed override"
 
