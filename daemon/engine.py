@@ -492,7 +492,13 @@ class Engine:
         written_on_key = key if isinstance(key, ServiceId) and key in self.states else None
         written_on = self.states.get(written_on_key) if written_on_key is not None else None
         if event.command_id and written_on is not None and event.command_id in written_on.handled_commands:
-            return  # a redelivery, or another replica's: already decided
+            # Already decided (a redelivery, or another replica's). A replica killed amid the fan-out
+            # leaves some services without the switch, and the message comes back: finish the fan-out
+            # with what the service the command was written on records now (the latest decision,
+            # whatever order redeliveries arrive in). Services already carrying it write nothing.
+            self.actions_enabled = not (self.kill_switch_setting or written_on.kill_switch)
+            self._fan_out_globals(event.time, out, by=event.by)
+            return
         policy = self._policy()
         on = event.action == "kill-switch-on"
         # IAM on one service cannot authorise a stop of every service: the principal must be listed.
